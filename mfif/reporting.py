@@ -1,0 +1,109 @@
+"""What a run leaves behind for people: fused images, per-image metric tables, an image grid."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Optional
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor
+
+from mfif.io import markdown_table, save_image, write_csv
+from mfif.metrics import build_metric, metric_spec
+from mfif.viz import make_grid
+
+
+def _unbatch(preds: Iterable[dict]) -> list[dict]:
+    items = []
+    for p in preds:
+        for i, name in enumerate(p["name"]):
+            items.append({
+                "name": name,
+                "fused": p["fused"][i],
+                "sources": p["sources"][i],
+                "maps": None if p.get("maps") is None else p["maps"][i],
+                "gt": None if p.get("gt") is None else p["gt"][i],
+            })
+    return items
+
+
+def score_image(metrics: list[str], fused: Tensor, sources: Tensor, gt: Optional[Tensor]) -> dict:
+    """Every named metric on one image (``nan`` for a full-reference metric without gt)."""
+    row = {}
+    for m in metrics:
+        spec = metric_spec(m)
+        metric = build_metric(m)
+        if spec.kind == "fr":
+            if gt is None:
+                row[m] = float("nan")
+                continue
+            metric.update(fused=fused[None], gt=gt[None])
+        else:
+            metric.update(fused=fused[None], sources=sources[None])
+        row[m] = float(metric.compute())
+    return row
+
+
+def write_metric_tables(rows: list[dict], metrics: list[str], out_stem: Path, label: str = "image") -> None:
+    """``<stem>.csv`` and ``<stem>.md``: one row per image plus a mean row."""
+    header = [label] + metrics
+    table = [[r[label]] + [r[m] for m in metrics] for r in rows]
+    means = []
+    for m in metrics:
+        vals = torch.tensor([r[m] for r in rows], dtype=torch.float64)
+        vals = vals[~torch.isnan(vals)]
+        means.append(float(vals.mean()) if len(vals) else float("nan"))
+    table.append(["mean"] + means)
+    write_csv(out_stem.with_suffix(".csv"), header, table)
+    from mfif.io import atomic_write_bytes
+
+    atomic_write_bytes(out_stem.with_suffix(".md"), markdown_table(header, table).encode())
+
+
+def write_predictions(preds: Iterable[dict], out_dir: Path, overwrite: bool = False, save_maps: bool = False) -> list[Path]:
+    """One fused PNG per scene, named after the scene (ready for ``mode=evaluate``)."""
+    paths = []
+    for it in _unbatch(preds):
+        path = Path(out_dir) / f"{it['name']}.png"
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists (pass overwrite to replace it)")
+        save_image(it["fused"], path)
+        if save_maps and it["maps"] is not None:
+            save_image(it["maps"][0], Path(out_dir) / f"{it['name']}_map.png")
+        paths.append(path)
+    return paths
+
+
+def write_report(cfg: DictConfig, module, preds: list[dict], run_dir: Path, max_grid_rows: int = 4) -> dict:
+    """Fused images, ``metrics.csv``/``metrics.md`` and ``grid.png`` in ``run_dir``."""
+    items = _unbatch(preds)
+    write_predictions(preds, run_dir / "fused", overwrite=True)
+    metrics = list(cfg.metrics)
+    rows = [{"image": it["name"], **score_image(metrics, it["fused"], it["sources"], it["gt"])} for it in items]
+    write_metric_tables(rows, metrics, run_dir / "metrics")
+    grid_items = [it for it in items if it["fused"].shape == items[0]["fused"].shape][:max_grid_rows]
+    gt = torch.stack([it["gt"] for it in grid_items]) if all(it["gt"] is not None for it in grid_items) else None
+    grid = make_grid(torch.stack([it["sources"] for it in grid_items]), torch.stack([it["fused"] for it in grid_items]), gt)
+    save_image(grid, run_dir / "grid.png")
+    return {"rows": rows, "grid": run_dir / "grid.png"}
+
+
+def evaluate_folder(cfg: DictConfig, fused_dir: Path, run_dir: Path) -> list[dict]:
+    """Score the fused images in ``fused_dir`` against the scenes of ``cfg.data.benchmark``."""
+    from datamodules.benchmark import BenchmarkDataset, discover_scenes
+    from mfif.config import ConfigError
+
+    scenes = discover_scenes(cfg.data.benchmark, gt_dir=cfg.data.gt_dir)
+    ds = BenchmarkDataset(scenes, gray=cfg.data.gray)
+    from datamodules.benchmark import load_image
+
+    rows = []
+    for i, sc in enumerate(scenes):
+        cands = sorted(p for p in Path(fused_dir).glob(f"{sc.name}.*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"))
+        if not cands:
+            raise ConfigError(f"no fused image for scene '{sc.name}' in {fused_dir} (expected {sc.name}.png)")
+        item = ds[i]
+        fused = load_image(cands[0], gray=item["sources"].shape[1] == 1)
+        rows.append({"image": sc.name, **score_image(list(cfg.metrics), fused, item["sources"], item.get("gt"))})
+    write_metric_tables(rows, list(cfg.metrics), run_dir / "metrics")
+    return rows
