@@ -14,7 +14,7 @@ from typing import Optional
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 SPLIT_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_029}
 
@@ -22,6 +22,27 @@ SPLIT_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_029}
 def sample_rng(seed: int, index: int, split: str = "train", epoch: int = 0) -> np.random.Generator:
     """A numpy Generator that depends only on (seed, split, index, epoch)."""
     return np.random.default_rng([int(seed), SPLIT_OFFSET.get(split, 7), int(index), int(epoch)])
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """Random order that depends only on ``(seed, epoch)``.
+
+    Lightning calls :meth:`set_epoch` at every epoch start, so a run resumed from a checkpoint
+    at an epoch boundary sees exactly the batches an uninterrupted run would.
+    """
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
 
 
 def collate(samples: list[dict]) -> dict:
@@ -63,14 +84,13 @@ class FusionDataModule(L.LightningDataModule):
             self.datasets["test"] = bench if bench is not None else self.build_dataset("test")
 
     def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
-        g = torch.Generator().manual_seed(int(self.cfg.seed))
+        ds = self.datasets[split]
         return DataLoader(
-            self.datasets[split],
+            ds,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=EpochShuffleSampler(len(ds), self.cfg.seed) if shuffle else None,
             num_workers=int(self.cfg.num_workers),
             collate_fn=collate,
-            generator=g,
             persistent_workers=int(self.cfg.num_workers) > 0,
             drop_last=shuffle and len(self.datasets[split]) > batch_size,
         )

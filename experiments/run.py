@@ -58,11 +58,28 @@ def build_datamodule(cfg: DictConfig):
 
 def _resolve_ckpt(cfg: DictConfig, run_dir: Path) -> str | None:
     ck = cfg.ckpt_path
-    if ck in (None, "", "last", "best"):
+    if ck == "last":
+        # newest of last.ckpt and SLURM's requeue checkpoints (hpc_ckpt_N.ckpt in the run folder);
+        # none yet is fine: a first attempt starts from scratch.
+        cands = list(run_dir.glob("hpc_ckpt_*.ckpt")) + list((run_dir / "checkpoints").glob("last*.ckpt"))
+        return str(max(cands, key=lambda p: p.stat().st_mtime)) if cands else None
+    if ck in (None, "", "best"):
         return ck or None
     if not Path(ck).is_file():
         raise ConfigError(f"ckpt_path '{ck}' does not exist (expected a .ckpt file, 'last' or 'best')")
     return ck
+
+
+def predict_local(module, dm) -> list[dict]:
+    """Predictions over the test set in this process only (used for the report)."""
+    import torch
+
+    dm.setup("test")
+    module.eval()
+    with torch.inference_mode():
+        out = [module.predict_step({k: v.to(module.device) if torch.is_tensor(v) else v for k, v in b.items()}, i)
+               for i, b in enumerate(dm.test_dataloader())]
+    return out
 
 
 def run(cfg: DictConfig) -> Path:
@@ -82,6 +99,9 @@ def run(cfg: DictConfig) -> Path:
 
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, run_dir / "config.yaml")
+    import lightning as L
+
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)  # before the weights are initialised
     module, dm = build_module(cfg), build_datamodule(cfg)
     trainer = build_trainer(cfg, run_dir)
     ckpt = _resolve_ckpt(cfg, run_dir)
@@ -90,13 +110,14 @@ def run(cfg: DictConfig) -> Path:
         if trainer.interrupted:
             return run_dir
         trainer.test(module, datamodule=dm)
-        if trainer.is_global_zero:
-            preds = trainer.predict(module, datamodule=dm)
-            write_report(cfg, module, preds, run_dir)
+        if trainer.is_global_zero:  # report from rank 0 alone (trainer.predict splits across ranks)
+            write_report(cfg, module, predict_local(module, dm), run_dir)
     elif cfg.mode == "test":
         trainer.test(module, datamodule=dm, ckpt_path=ckpt)
     elif cfg.mode == "predict":
         preds = trainer.predict(module, datamodule=dm, ckpt_path=ckpt)
+        if preds is None:
+            raise ConfigError("mode=predict runs on one device: set trainer.devices=1")
         if trainer.is_global_zero:
             write_predictions(preds, Path(cfg.out), overwrite=True)
     return run_dir

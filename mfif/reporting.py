@@ -33,14 +33,11 @@ def score_image(metrics: list[str], fused: Tensor, sources: Tensor, gt: Optional
     for m in metrics:
         spec = metric_spec(m)
         metric = build_metric(m)
+        # forward() returns the batch value without any cross-rank sync (this runs on rank 0 only)
         if spec.kind == "fr":
-            if gt is None:
-                row[m] = float("nan")
-                continue
-            metric.update(fused=fused[None], gt=gt[None])
+            row[m] = float("nan") if gt is None else float(metric(fused=fused[None], gt=gt[None]))
         else:
-            metric.update(fused=fused[None], sources=sources[None])
-        row[m] = float(metric.compute())
+            row[m] = float(metric(fused=fused[None], sources=sources[None]))
     return row
 
 

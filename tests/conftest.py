@@ -1,0 +1,37 @@
+"""Shared test set-up: import paths, offline W&B, small thread counts, the ../shared folder."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+SHARED = Path(os.environ.get("MFIF_SHARED", ROOT.parent / "shared"))
+
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The read-only ../shared folder (real data, weights, references); skip if absent."""
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} not present")
+    return SHARED
+
+
+def python_env() -> dict:
+    """Environment for subprocess runs of the CLIs (repo + tests importable, W&B offline)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
+    env["WANDB_MODE"] = "offline"
+    return env
