@@ -42,11 +42,17 @@ def build_module(cfg: DictConfig):
     if cfg.weights:
         module.load_official_weights(cfg.weights)
     if cfg.trainer.channels_last:
-        module = module.to(memory_format=__import__("torch").channels_last)
-    if cfg.trainer.compile and hasattr(module, "net"):
         import torch
 
-        module.net = torch.compile(module.net)  # the inner network only (NOTES.md)
+        module = module.to(memory_format=torch.channels_last)
+    if cfg.trainer.compile:
+        # compile the inner networks only, never the LightningModule (self.log breaks, NOTES.md);
+        # nn.Module.compile() works in place, so checkpoint keys stay the same
+        from torchmetrics import MetricCollection
+
+        for child in module.children():
+            if not isinstance(child, MetricCollection) and any(True for _ in child.parameters()):
+                child.compile()
     return module
 
 

@@ -7,12 +7,13 @@ Two kinds:
 * ``"fr"`` (full-reference): ``update(fused, gt)`` with both ``[B, C, H, W]`` in [0, 1].
 
 Every metric also declares whether higher is better (``higher_is_better``), used by ARank
-and the tables.
+and the tables. A metric whose ideal is a finite value (Q_SF: 0) also declares ``optimum``;
+ranking then uses the distance to it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, Tuple
+from typing import Callable, Dict, Iterable, Optional, Tuple
 
 from torchmetrics import Metric, MetricCollection
 
@@ -23,18 +24,25 @@ class MetricSpec:
     kind: str  # "nr" | "fr"
     factory: Callable[[], Metric]
     higher_is_better: bool = True
+    optimum: Optional[float] = None  # ideal value when neither "higher" nor "lower" is right
+
+    def rank_key(self, value: float) -> float:
+        """A number where *larger is better*, for ranking (ARank)."""
+        if self.optimum is not None:
+            return -abs(value - self.optimum)
+        return value if self.higher_is_better else -value
 
 
 _METRICS: Dict[str, MetricSpec] = {}
 
 
-def register_metric(name: str, kind: str, higher_is_better: bool = True):
+def register_metric(name: str, kind: str, higher_is_better: bool = True, optimum: Optional[float] = None):
     """Decorator registering a zero-argument factory (or Metric class) under ``name``."""
     if kind not in ("nr", "fr"):
         raise ValueError(f"metric kind must be 'nr' or 'fr', got '{kind}'")
 
     def deco(factory):
-        _METRICS[name] = MetricSpec(name, kind, factory, higher_is_better)
+        _METRICS[name] = MetricSpec(name, kind, factory, higher_is_better, optimum)
         return factory
 
     return deco
