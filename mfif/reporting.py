@@ -85,22 +85,19 @@ def write_report(cfg: DictConfig, module, preds: list[dict], run_dir: Path, max_
     return {"rows": rows, "grid": run_dir / "grid.png"}
 
 
-def evaluate_folder(cfg: DictConfig, fused_dir: Path, run_dir: Path) -> list[dict]:
-    """Score the fused images in ``fused_dir`` against the scenes of ``cfg.data.benchmark``."""
-    from datamodules.benchmark import BenchmarkDataset, discover_scenes
+def evaluate_folder(cfg: DictConfig, fused_dir: Path, run_dir: Path) -> dict:
+    """Score the fused images in ``fused_dir`` against the scenes of ``cfg.data.benchmark``.
+
+    Writes ``run_dir/metrics.csv`` and ``.md`` (the format of ``experiments/evaluate.py``).
+    """
+    from datamodules.benchmark import discover_scenes
     from mfif.config import ConfigError
+    from mfif.metrics.evaluation import EvaluationError, score_folder, write_tables
 
     scenes = discover_scenes(cfg.data.benchmark, gt_dir=cfg.data.gt_dir)
-    ds = BenchmarkDataset(scenes, gray=cfg.data.gray)
-    from datamodules.benchmark import load_image
-
-    rows = []
-    for i, sc in enumerate(scenes):
-        cands = sorted(p for p in Path(fused_dir).glob(f"{sc.name}.*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"))
-        if not cands:
-            raise ConfigError(f"no fused image for scene '{sc.name}' in {fused_dir} (expected {sc.name}.png)")
-        item = ds[i]
-        fused = load_image(cands[0], gray=item["sources"].shape[1] == 1)
-        rows.append({"image": sc.name, **score_image(list(cfg.metrics), fused, item["sources"], item.get("gt"))})
-    write_metric_tables(rows, list(cfg.metrics), run_dir / "metrics")
-    return rows
+    try:
+        per_image = score_folder(fused_dir, scenes, list(cfg.metrics))
+        write_tables({Path(fused_dir).name: per_image}, run_dir / "metrics.csv", overwrite=True)
+    except EvaluationError as e:
+        raise ConfigError(str(e)) from e
+    return per_image
