@@ -1,0 +1,312 @@
+"""GACN network (Ma et al., Neurocomputing 2022, Sec. 3.1, Fig. 1): the whole model in one file.
+
+Pipeline for a pair of gray sources A, B in [0, 1]::
+
+    features(A), features(B)         Siamese dense path, 4 x (Conv-ReLU-BN + channel SE), 64 ch
+    SF_A, SF_B                       pixel-wise spatial frequency, r = 5           (Eqs. 1-3)
+    act = sigmoid(k (SF_A - SF_B))   64-channel activity comparison, k = 1000      (Sec. 3.1.1)
+    x = decision(act)                4 x (spatial SE + Conv-ReLU-BN) + spatial SE  (Sec. 3.1.2)
+    initial = sigmoid(k x)           nearly binary initial decision map, k = 1000  (Eq. 4)
+    final = boundary-guided filter   Gaussian band [0.1, 0.8] + guided filter      (Sec. 3.1.2)
+    F = final * A + (1 - final) * B                                                (Eq. 5)
+
+Layer order, widths and constants follow the released code (``../shared/NOTES.md``), so the
+official checkpoint loads after the key renaming in :mod:`lightning_modules.gacn.official`:
+Conv-ReLU-BN blocks (ReLU *before* BatchNorm), CSE with reduction 8 and no biases, SSE as a
+bias-free 7x7 conv to one channel, SF as raw window sums (no sqrt / normalisation, see
+:mod:`mfif.ops.activity`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mfif.ops.activity import box_sum, neighbour_energy
+from mfif.ops.guided_filter import boundary_guided_refinement
+
+
+def _needs_grad(x: Tensor) -> bool:
+    return torch.is_grad_enabled() and x.requires_grad
+
+
+def single_output_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``F.conv2d(x, weight, bias, padding=k // 2)`` for a one-output ``[1, C, k, k]`` kernel, fast.
+
+    oneDNN runs C -> 1 convolutions (the sSE gates, the last decision conv) far below its usual
+    throughput. The same sum is split in two convolutions it runs well: a ``1 x k`` convolution
+    to ``k`` channels, channel ``i`` holding kernel row ``i``, then a ``k x 1`` convolution whose
+    one-hot kernel adds channel ``i`` shifted by ``i - k // 2`` rows. Same values up to float
+    rounding (2-4x faster at 520x520 with torch 2.13 on CPU); used for inference.
+
+    Shape:
+        - x: :math:`(B, C, H, W)`; weight: :math:`(1, C, k, k)`, k odd
+        - output: :math:`(B, 1, H, W)`
+    """
+    c, k = weight.shape[1], weight.shape[-1]
+    rows = weight[0].permute(1, 0, 2).reshape(k, c, 1, k)  # [row i, C, 1, k]
+    if x.is_contiguous(memory_format=torch.channels_last):
+        rows = rows.contiguous(memory_format=torch.channels_last)
+    pick = torch.eye(k, dtype=x.dtype, device=x.device).view(1, k, k, 1)  # channel i -> kernel row i
+    return F.conv2d(F.conv2d(x, rows, padding=(0, k // 2)), pick, bias, padding=(k // 2, 0))
+
+
+class ConvReLUBN(nn.Module):
+    """Conv3x3 (padding 1, bias) -> ReLU -> BatchNorm, the released ``conv_block`` order.
+
+    Shape:
+        - input: :math:`(B, C_{in}, H, W)`; output: :math:`(B, C_{out}, H, W)`
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+        self.bn = nn.BatchNorm2d(out_channels)
+
+    def conv_relu(self, x: Tensor) -> Tensor:
+        """``relu(conv(x))`` (fast one-output conv when no gradient is needed)."""
+        if self.conv.out_channels == 1 and not _needs_grad(x):
+            y = single_output_conv2d(x, self.conv.weight, self.conv.bias)
+        else:
+            y = self.conv(x)
+        return self.relu(y)
+
+    def bn_affine(self) -> tuple[Tensor, Tensor]:
+        """Eval-mode BatchNorm as ``a * x + b`` with per-channel ``a, b`` of shape ``[1, C, 1, 1]``."""
+        bn = self.bn
+        a = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        return a.view(1, -1, 1, 1), (bn.bias - bn.running_mean * a).view(1, -1, 1, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bn(self.conv_relu(x))
+
+
+class ChannelSE(nn.Module):
+    """Channel squeeze-and-excitation (cSE, Roy et al. 2018): GAP -> FC -> ReLU -> FC -> sigmoid.
+
+    Shape:
+        - input / output: :math:`(B, C, H, W)`
+    """
+
+    def __init__(self, channels: int, reduction: int = 8):
+        super().__init__()
+        self.reduce = nn.Linear(channels, channels // reduction, bias=False)
+        self.expand = nn.Linear(channels // reduction, channels, bias=False)
+
+    def excite(self, mean: Tensor) -> Tensor:
+        """Per-channel excitation ``[B, C, 1, 1]`` from the channel means ``[B, C]``."""
+        return torch.sigmoid(self.expand(torch.relu(self.reduce(mean))))[:, :, None, None]
+
+    def scale(self, x: Tensor) -> Tensor:
+        """Per-channel excitation ``[B, C, 1, 1]`` of ``x``."""
+        return self.excite(x.mean(dim=(2, 3)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale(x)
+
+
+class SpatialSE(nn.Module):
+    """Spatial squeeze and channel excitation (sSE, Roy et al. 2018), k_s x k_s conv (Sec. 3.1.2: 7).
+
+    Shape:
+        - input / output: :math:`(B, C, H, W)`
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 7):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, 1, kernel_size, padding=kernel_size // 2, bias=False)
+
+    def gate(self, x: Tensor) -> Tensor:
+        """Spatial excitation ``[B, 1, H, W]`` (fast one-output conv when no gradient is needed)."""
+        logit = self.conv(x) if _needs_grad(x) else single_output_conv2d(x, self.conv.weight)
+        return torch.sigmoid(logit)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gate(x)
+
+
+def _fast(module: nn.Module, x: Tensor) -> bool:
+    """Inference shortcuts apply: eval mode (BatchNorm running statistics) and no gradient."""
+    return not module.training and not _needs_grad(x)
+
+
+class DenseFeaturePath(nn.Module):
+    """Siamese feature path (Sec. 3.1.1): densely connected, no pooling, cSE after every conv.
+
+    ``c0 = cSE(conv(x))``, ``c_i = cSE(conv([c0 .. c_{i-1}]))``; output ``[c0, c1, c2, c3]``.
+    Inference (eval, no gradient): BatchNorm is folded into the cSE rescaling, computed in place.
+
+    Shape:
+        - input: :math:`(B, 1, H, W)`; output: :math:`(B, 4 g, H, W)` (g = growth, 16)
+    """
+
+    def __init__(self, growth: int = 16, num_layers: int = 4, reduction: int = 8):
+        super().__init__()
+        self.blocks = nn.ModuleList(ConvReLUBN(1 if i == 0 else i * growth, growth) for i in range(num_layers))
+        self.cse = nn.ModuleList(ChannelSE(growth, reduction) for _ in range(num_layers))
+
+    def forward(self, x: Tensor) -> Tensor:
+        outs: list[Tensor] = []
+        fast = _fast(self, x)
+        for block, se in zip(self.blocks, self.cse):
+            inp = x if not outs else (outs[0] if len(outs) == 1 else torch.cat(outs, 1))
+            if fast:  # BN folded into the cSE rescaling, in place: s * (a r + b) = (s a) r + s b
+                r = block.conv_relu(inp)
+                a, b = block.bn_affine()
+                s = se.excite(a.flatten() * r.mean(dim=(2, 3)) + b.flatten())
+                outs.append(torch.addcmul(s * b, r, s * a, out=r))
+            else:
+                y = block(inp)
+                outs.append(y * se.scale(y))
+        return torch.cat(outs, 1)
+
+
+class DecisionPath(nn.Module):
+    """Decision path (Sec. 3.1.2): sSE before each Conv-ReLU-BN (64->48->32->16->1) and after the last.
+
+    Returns the pre-sigmoid map ``x``; the initial map is ``sigmoid(k x)`` (Eq. 4). Inference (eval,
+    no gradient): BatchNorm and the sSE rescaling run in place on the fresh activations.
+
+    Shape:
+        - input: :math:`(B, 64, H, W)`; output: :math:`(B, 1, H, W)`
+    """
+
+    def __init__(self, widths: tuple[int, ...] = (64, 48, 32, 16, 1), sse_kernel: int = 7):
+        super().__init__()
+        self.sse = nn.ModuleList(SpatialSE(c, sse_kernel) for c in widths)
+        self.blocks = nn.ModuleList(ConvReLUBN(cin, cout) for cin, cout in zip(widths[:-1], widths[1:]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not _fast(self, x):
+            for se, block in zip(self.sse, self.blocks):
+                x = block(se(x))
+            return self.sse[-1](x)
+        x = x * self.sse[0].gate(x)  # inference: the activations below are fresh, updated in place
+        for se, block in zip(self.sse[1:], self.blocks):
+            r = block.conv_relu(x)
+            a, b = block.bn_affine()
+            x = torch.addcmul(b, r, a, out=r)  # BatchNorm in place
+            x = x.mul_(se.gate(x))
+        return x
+
+
+@dataclass
+class PairDecision:
+    """Decision maps for source A against source B, all ``[B, 1, H, W]``.
+
+    Attributes:
+        logits: ``k * x`` (pre-sigmoid of the initial map; used by the BCE/focal map losses).
+        initial: ``sigmoid(k * x)``, the initial decision map (Eq. 4).
+        final: boundary-guided-filtered map, the fusion weight of A (Eq. 5).
+        boundary: boundary weight of the refinement.
+    """
+
+    logits: Tensor
+    initial: Tensor
+    final: Tensor
+    boundary: Optional[Tensor]
+
+
+class GACNNet(nn.Module):
+    """The GACN network: Siamese features, SF activity, decision path, boundary-guided filter.
+
+    Args:
+        growth: channels per dense layer (16; 4 layers -> 64 features).
+        cse_reduction: cSE reduction (8, released code).
+        sse_kernel: sSE kernel size k_s (Sec. 3.1.2: 7).
+        sf_radius: SF window radius r (Sec. 3.1.1: 5).
+        sharpness: k of the steep sigmoids of the activity comparison and of Eq. 4 (1000).
+        blur_sigma, blur_kernel: Gaussian finding the boundary band (released: sigma 8, 9x9).
+        band_low, band_high: boundary band of the blurred map (Sec. 3.1.2: [0.1, 0.8]).
+        gf_radius, gf_eps: guided filter (released: r = 3, eps = 0.1).
+        refine: apply the boundary-guided refinement (False: final = initial).
+        box_method: box-sum implementation of SF and guided filter (same values; speed only).
+
+    Inference speed (same outputs as the released strategy, see ``experiments/bench_gacn.py``):
+    NHWC activations, one batch for both sources, one box sum of the energy difference per pair,
+    C -> 1 convolutions split in two (:func:`single_output_conv2d`) when no gradient is needed.
+    """
+
+    def __init__(
+        self,
+        growth: int = 16,
+        cse_reduction: int = 8,
+        sse_kernel: int = 7,
+        sf_radius: int = 5,
+        sharpness: float = 1000.0,
+        blur_sigma: float = 8.0,
+        blur_kernel: int = 9,
+        band_low: float = 0.1,
+        band_high: float = 0.8,
+        gf_radius: int = 3,
+        gf_eps: float = 0.1,
+        refine: bool = True,
+        box_method: str = "conv",
+    ):
+        super().__init__()
+        self.features = DenseFeaturePath(growth, 4, cse_reduction)
+        self.decision = DecisionPath((4 * growth, 3 * growth, 2 * growth, growth, 1), sse_kernel)
+        self.sf_radius, self.sharpness, self.refine, self.box_method = sf_radius, sharpness, refine, box_method
+        self.blur_sigma, self.blur_kernel = blur_sigma, blur_kernel
+        self.band_low, self.band_high = band_low, band_high
+        self.gf_radius, self.gf_eps = gf_radius, gf_eps
+        # channels_last conv weights: oneDNN then keeps activations in NHWC, about 2x faster
+        # convolutions on CPU than NCHW (measured with torch 2.13); values are unchanged.
+        self.to(memory_format=torch.channels_last)
+
+    # ------------------------------------------------------------------ building blocks
+    def energy(self, image: Tensor) -> Tensor:
+        """Neighbour energy ``dr^2 + dc^2`` of the 64 deep features of one source (Eqs. 1-2 before
+        the window sum), ``[B, 1, H, W] -> [B, 64, H, W]``."""
+        return neighbour_energy(self.features(image))
+
+    def pair_energy(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+        """Energies of both sources. In eval mode the two go through the path as one batch (same
+        result: BatchNorm uses running statistics); in training each source is its own batch, as
+        released (BatchNorm statistics per source)."""
+        if self.training:
+            return self.energy(a), self.energy(b)
+        e = self.energy(torch.cat([a, b], 0))
+        return e[: a.shape[0]], e[a.shape[0]:]
+
+    def decide(self, e_a: Tensor, e_b: Tensor, a: Tensor, b: Tensor) -> PairDecision:
+        """Decision maps from the two feature energies and the gray sources (``a`` is the reference).
+
+        ``SF_A - SF_B = box_sum(E_A - E_B)`` (the window sum is linear): one box sum per pair.
+        """
+        sf_diff = box_sum(e_a - e_b, self.sf_radius, self.box_method)  # Eqs. 1-2 (raw sums, released)
+        if _needs_grad(sf_diff):
+            act = torch.sigmoid(self.sharpness * sf_diff)  # Sec. 3.1.1, released code: k = 1000
+        else:
+            act = sf_diff.mul_(self.sharpness).sigmoid_()
+        logits = self.sharpness * self.decision(act)  # Eq. 4
+        initial = torch.sigmoid(logits)
+        if not self.refine:
+            return PairDecision(logits, initial, initial, None)
+        guidance = initial * a + (1 - initial) * b  # released: GF guided by the Eq. 5 fusion of the initial map
+        final, boundary = boundary_guided_refinement(
+            initial, guidance, self.blur_sigma, self.blur_kernel, self.band_low, self.band_high,
+            self.gf_radius, self.gf_eps, method=self.box_method)
+        return PairDecision(logits, initial, final, boundary)
+
+    def forward(self, a: Tensor, b: Tensor) -> PairDecision:
+        """Decision maps of source ``a`` against ``b``.
+
+        Shape:
+            - a, b: :math:`(B, 1, H, W)` gray in [0, 1]
+            - output: :class:`PairDecision` of :math:`(B, 1, H, W)` maps
+        """
+        if a.dim() != 4 or a.shape[1] != 1 or a.shape != b.shape:
+            raise ValueError(f"GACNNet needs two gray [B, 1, H, W] sources of one shape, got "
+                             f"{tuple(a.shape)} and {tuple(b.shape)}")
+        e_a, e_b = self.pair_energy(a, b)
+        return self.decide(e_a, e_b, a, b)
+
+
+def fuse_pair(final: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """Eq. 5: ``F = p * A + (1 - p) * B`` (any channel count; ``final`` broadcasts)."""
+    return final * a + (1 - final) * b
