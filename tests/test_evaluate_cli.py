@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from conftest import ROOT, python_env
@@ -17,14 +16,6 @@ from mfif.metrics.evaluation import EvaluationError, arank, method_means
 
 METRICS = "q_g,q_nmi,q_cv,q_sf,sen"
 SCENES = ("scene-01", "scene-02", "scene-03")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture

@@ -15,14 +15,6 @@ NR = M.NO_REFERENCE_METRICS
 H, W = 48, 56
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # many small ops: one thread avoids OpenMP contention
-    yield
-    torch.set_num_threads(n)
-
-
 def _scene(seed: int, c: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
     """A sharp uint8 image and two complementary defocused sources ``[1, 2, C, H, W]``."""
     g = torch.Generator().manual_seed(seed)

@@ -62,16 +62,6 @@ CASES = {
 FLAT_SENSITIVE = {"Q_Y", "Q_C"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # The metrics are many small element-wise ops: one thread avoids OpenMP contention on
-    # the shared CPU (several times faster here); restored afterwards.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def reference(shared_dir):
     from PIL import Image

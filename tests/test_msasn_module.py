@@ -20,15 +20,6 @@ from mfif.config import DataConfig, ExperimentConfig
 from mfif.ops.decision import component_areas, small_area_filter
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared CPU; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(width=4, gcb_width=8, gcb_depth=4, window_size=8)
 

@@ -17,15 +17,6 @@ from mfif.ops.decision import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared CPU; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 STRUCTURES = {4: None, 8: np.ones((3, 3), dtype=int)}  # scipy's default structure is 4-connected
 
 

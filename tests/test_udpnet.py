@@ -15,15 +15,6 @@ from lightning_modules.udpnet.refiners import morphological_refine, region_vote
 from mfif.config import DataConfig, ExperimentConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: the test machine's cores are shared (oversubscription is very slow)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_module(**model) -> UDPNetModule:
     cfg = OmegaConf.structured(ExperimentConfig(method="udpnet", model=UDPNetConfig(**model), data=DataConfig()))
     return UDPNetModule(cfg)
