@@ -7,9 +7,14 @@ Run-folder contract (written by ``ablations/sweep.py``, one folder per point)::
         log.txt           stdout + stderr of the point
         metrics.csv       experiments/run.py's report: one row per test image + a ``mean`` row
         csv/metrics.csv   Lightning's CSV logger: ``test/<metric>`` columns
+        results.json      a benchmark program's figures (programs taking flags, e.g.
+                          experiments/bench_gacn.py): ``{"metrics": {name: number}, ...}``,
+                          written by :func:`experiments.point_results.record` from ``--run_dir``
 
-Values that are missing or not finite (e.g. a full-reference metric without ground truth) are left
-out, so the tables show them as missing, never as zero.
+A point's values are those of all three; where two name the same value, ``results.json`` wins,
+then the report's ``mean`` row, then Lightning's ``test/*``. Values that are missing or not finite
+(e.g. a full-reference metric without ground truth) are left out, so the tables show them as
+missing, never as zero.
 """
 from __future__ import annotations
 
@@ -20,7 +25,8 @@ import math
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ablations.grid import Point, point_matches
+from ablations.grid import Point, SweepError, point_matches
+from experiments.point_results import RESULTS
 
 DONE = "DONE"
 DEFAULT_RUNS_ROOT = "runs/sweeps"
@@ -78,14 +84,34 @@ def read_lightning_tests(path: Path) -> dict:
     return out
 
 
+def read_results_json(path: Path) -> dict:
+    """The finite ``metrics`` of a benchmark program's ``results.json`` as {name: value}.
+
+    Raises:
+        SweepError: the file exists but is not a JSON object with a ``metrics`` mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SweepError(f"{path}: cannot read results ({e})") from e
+    if not isinstance(doc, dict) or not isinstance(doc.get("metrics"), dict):
+        raise SweepError(f"{path}: expected a JSON object with a 'metrics' mapping {{name: number}}")
+    return {k: v for k, v in ((str(k), _finite(x)) for k, x in doc["metrics"].items()) if v is not None}
+
+
 def point_metrics(run_dir: Path) -> dict:
-    """Test metrics of one run folder: the report's ``mean`` row, else Lightning's ``test/*``."""
+    """Test metrics of one run folder: ``results.json``, the report's ``mean`` row, Lightning's ``test/*``."""
     run_dir = Path(run_dir)
-    return {**read_lightning_tests(run_dir / "csv" / "metrics.csv"), **read_report_means(run_dir / "metrics.csv")}
+    return {**read_lightning_tests(run_dir / "csv" / "metrics.csv"), **read_report_means(run_dir / "metrics.csv"),
+            **read_results_json(run_dir / RESULTS)}
 
 
 def has_test_metrics(run_dir: Path) -> bool:
-    """True when a run reached its test stage (an interrupted fit has no ``test/*`` values)."""
+    """True when a run reached its test stage (an interrupted fit has no ``test/*`` values) or a
+    benchmark wrote its figures."""
     return bool(point_metrics(run_dir))
 
 

@@ -33,6 +33,8 @@ DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
 _MACRO = re.compile(r"^\$\{(\w+)\}$")
 _KNOWN_MACROS = {"env", "interpreter", "program", "args", "args_no_hyphens", "args_json", "args_no_equals"}
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: options every benchmark program (``${args}``) takes: the point's run folder and W&B group
+POINT_FLAGS = ("--run_dir", "--wandb_group")
 
 
 class SweepError(ValueError):
@@ -217,7 +219,8 @@ def validate(sweep: Sweep, points: Sequence[Point], extra: Sequence[str] = (), p
 
     Config sweeps (``${args_no_hyphens}``): each point's overrides, then ``extra``, then
     ``tail(point)`` go through the real schema (:func:`mfif.config.load_config`), no training.
-    Other programs (``${args}``): each parameter must appear as ``--<key>`` in the program's source.
+    Other programs (``${args}``): each parameter, and the ``--run_dir`` / ``--wandb_group`` the
+    local runner appends (:data:`POINT_FLAGS`), must appear as ``--<key>`` in the program's source.
 
     Raises:
         SweepError: naming the sweep file, the point and the offending key.
@@ -228,6 +231,10 @@ def validate(sweep: Sweep, points: Sequence[Point], extra: Sequence[str] = (), p
         for key in sweep.parameters:
             if f"--{key}" not in src:
                 raise SweepError(f"{sweep.path}: parameter '{key}' is not an option of {program} (no '--{key}')")
+        for flag in POINT_FLAGS:
+            if flag not in src:
+                raise SweepError(f"{sweep.path}: {program} has no '{flag}' option: the runner passes each point's "
+                                 "folder and W&B group with it (see experiments/point_results.py)")
         return {}
     from mfif.config import ConfigError, load_config
 
@@ -290,6 +297,11 @@ def load_side(path: str | Path) -> dict:
     for r in rows:
         if not isinstance(r.get("overrides") or {}, dict) or not isinstance(r.get("paper") or {}, dict):
             raise SweepError(f"{path}: row '{r['label']}': 'overrides' and 'paper' must be mappings")
+    shared = d.get("shared_sweep")
+    if shared is not None and not (isinstance(shared, dict) and shared.get("file")
+                                   and isinstance(shared.get("columns"), list) and set(shared["columns"]) <= set(d["columns"])):
+        raise SweepError(f"{path}: 'shared_sweep' must be {{file: <sweep beside it>, columns: [...]}} "
+                         "with columns from 'columns'")
     d["path"] = path
     return d
 
@@ -298,3 +310,19 @@ def side_sweep(side: dict) -> Optional[Path]:
     """The sweep file a side file names (``sweep: table4.yaml``, beside it), or None."""
     s = side.get("sweep")
     return None if s in (None, "null", "") else Path(side["path"]).parent / str(s)
+
+
+def side_shared_sweep(side: dict) -> Optional[Sweep]:
+    """The one-point sweep of a side file's ``shared_sweep`` (columns the same for all our rows), or None.
+
+    Raises:
+        SweepError: the file is missing or not a sweep, or its grid has more than one point.
+    """
+    shared = side.get("shared_sweep")
+    if not shared:
+        return None
+    sweep = load_sweep(Path(side["path"]).parent / str(shared["file"]))
+    n = len(sweep.points())
+    if n != 1:
+        raise SweepError(f"{side['path']}: shared_sweep {sweep.path.name} has {n} grid points; it needs exactly 1")
+    return sweep

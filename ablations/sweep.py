@@ -19,10 +19,12 @@ One sweep file, three ways to run it (details and a worked example in ``ablation
 
 Each point runs as ``python experiments/run.py --config <cfg from the command> <point overrides>
 <your key=value> run_dir=<runs-root>/<sweep name>/<point id> logger.group=<sweep name>
-logger.name=<point id>``. Every point's overrides are checked against the real config schema
-before anything runs. A point whose run folder has a ``DONE`` marker is skipped; a failed point
-is reported (exit code and ``<run_dir>/log.txt``) and the others go on; the exit code is 1 when
-any point failed, 2 for a bad sweep file or key.
+logger.name=<point id>``; a benchmark program taking flags (``${args}``) runs as ``python PROGRAM
+--key=value ... --run_dir=<that folder> --wandb_group=<sweep name>`` and writes its figures to
+``<run_dir>/results.json``. Every point's overrides are checked against the real config schema
+(a benchmark's keys against its ``--options``) before anything runs. A point whose run folder has
+a ``DONE`` marker is skipped; a failed point is reported (exit code and ``<run_dir>/log.txt``)
+and the others go on; the exit code is 1 when any point failed, 2 for a bad sweep file or key.
 """
 from __future__ import annotations
 
@@ -60,16 +62,22 @@ class Outcome:
 
 
 def point_tail(sweep: Sweep, point: Point, runs_root: Path) -> list[str]:
-    """Settings every config point gets last: its fixed folder, W&B group and name."""
-    if not sweep.takes_overrides:
-        return []
+    """Settings every point gets last: its fixed folder and W&B group (and name, for configs).
+
+    A config program gets ``run_dir=... logger.group=... logger.name=...``; a program taking
+    flags gets ``--run_dir=... --wandb_group=...`` (:func:`ablations.grid.build_command` adds the
+    hyphens) and writes ``results.json`` there (``experiments/point_results.py``).
+    """
     rd = point_dir(runs_root, sweep.name, point.id)
+    if not sweep.takes_overrides:
+        return [f"run_dir={rd}", f"wandb_group={sweep.name}"]
     return [f"run_dir={rd}", f"logger.group={sweep.name}", f"logger.name={point.id}"]
 
 
 def needs_test_metrics(cfg) -> bool:
-    """A fit/test run is complete only once it has test metrics (an interrupted fit exits 0)."""
-    return cfg is not None and cfg.mode in ("fit", "test")
+    """A fit/test run is complete only once it has test metrics (an interrupted fit exits 0);
+    a benchmark program (no config) only once it has written ``results.json``."""
+    return cfg is None or cfg.mode in ("fit", "test")
 
 
 def run_point(argv: list[str], run_dir: Path, check_tests: bool) -> tuple[int, str]:
@@ -80,8 +88,11 @@ def run_point(argv: list[str], run_dir: Path, check_tests: bool) -> tuple[int, s
         log.write(f"$ {shlex.join(argv)}\n")
         log.flush()
         rc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
-    if rc == 0 and check_tests and not has_test_metrics(run_dir):
-        return 1, "exit 0 but no test metrics (interrupted?)"
+    try:
+        if rc == 0 and check_tests and not has_test_metrics(run_dir):
+            return 1, "exit 0 but no test metrics or results (interrupted?)"
+    except SweepError as e:  # an unreadable results.json
+        return 1, str(e)
     return rc, ""
 
 
@@ -189,7 +200,9 @@ def slurm_script(sweep: Sweep, points: Sequence[Point], argvs: dict, runs_root: 
              'mkdir -p "$RUN_DIR"',
              'srun "${CMD[@]}" 2>&1 | tee -a "$RUN_DIR/log.txt"',
              "# Mark done only when the run reached its test stage (a requeued fit can exit 0 first).",
-             'if [ "$CHECK_TESTS" = 0 ] || [ -f "$RUN_DIR/metrics.csv" ] || grep -qs "test/" "$RUN_DIR/csv/metrics.csv"; then',
+             "# (a benchmark: once its results.json holds a metric)",
+             'if [ "$CHECK_TESTS" = 0 ] || [ -f "$RUN_DIR/metrics.csv" ] || grep -qs "test/" "$RUN_DIR/csv/metrics.csv" \\',
+             '   || { [ -f "$RUN_DIR/results.json" ] && ! grep -qs \'"metrics": {}\' "$RUN_DIR/results.json"; }; then',
              '  printf \'{"point": "%s", "slurm_job": "%s"}\\n\' "$POINT" "${SLURM_ARRAY_JOB_ID:-}_$TASK" > "$RUN_DIR/DONE.tmp"',
              '  mv -f "$RUN_DIR/DONE.tmp" "$RUN_DIR/DONE"',
              "else",
@@ -212,6 +225,8 @@ def export_online(sweep: Sweep, extra: Sequence[str], out: Path) -> None:
     d = yaml.safe_load(sweep.path.read_text())
     params = d["parameters"]
     consts = {"logger.mode": "online", "logger.group": sweep.name}
+    if not sweep.takes_overrides:  # a benchmark (flags) logs online under an agent by itself (point_results.py)
+        consts = {"wandb_group": sweep.name}
     consts.update(dict(e.split("=", 1) for e in extra))  # kept as strings: the agent passes them verbatim
     for k, v in consts.items():
         params[k] = {"value": v}

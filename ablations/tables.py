@@ -30,7 +30,8 @@ if __package__ in (None, ""):  # allow `python ablations/tables.py` from a clone
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ablations.collect import DEFAULT_RUNS_ROOT, local_results, point_dir, wandb_results  # noqa: E402
-from ablations.grid import ROOT, SweepError, load_side, load_sweep, point_matches, side_sweep  # noqa: E402
+from ablations.grid import (ROOT, SweepError, load_side, load_sweep, point_matches, side_shared_sweep,  # noqa: E402
+                           side_sweep)
 
 MISSING = "–"  # en dash: a run or value that does not exist (never 0)
 ARANK = "arank"
@@ -115,8 +116,12 @@ def add_arank(rows: list, metrics: list, keys: dict) -> None:
                 r.ours[ARANK] = sum(pm[i] for pm in per_metric) / len(metrics)
 
 
-def build_table(side: dict, results: Optional[dict], source_note: str = "") -> Table:
-    """Assemble the rows of a side file with ``results`` ({point id: {metric: value}}; None = no sweep)."""
+def build_table(side: dict, results: Optional[dict], source_note: str = "", shared: Optional[dict] = None) -> Table:
+    """Assemble the rows of a side file with ``results`` ({point id: {metric: value}}; None = no sweep).
+
+    ``shared`` ({metric: value}, from the side file's ``shared_sweep``) fills its columns in every
+    row of ours. Rows carrying a ``dataset`` are listed by dataset (first appearance), ours first.
+    """
     cols = [str(c) for c in side["columns"]]
     metrics = [c for c in cols if c != ARANK]
     has_arank = ARANK in cols or side.get("arank") is True
@@ -132,15 +137,20 @@ def build_table(side: dict, results: Optional[dict], source_note: str = "") -> T
         if points and pid is None:
             notes.append(f"row '{r['label']}' matches {len(hits)} grid points: shown as missing.")
         ours = dict((results or {}).get(pid, {})) if pid else {}
+        ours = {**(shared or {}), **ours}
         rows.append(Row(str(r["label"]), dict(r.get("paper") or {}), ours, r.get("dataset"), pid))
     for b in side.get("baselines") or []:
         rows.append(Row(str(b["label"]), dict(b.get("paper") or {}), None, b.get("dataset")))
     for label, paper in (side.get("other_methods") or {}).items():
         rows.append(Row(str(label), dict(paper or {}), None))
+    order = {g: i for i, g in enumerate(dict.fromkeys(r.group for r in rows))}
+    rows.sort(key=lambda r: order[r.group])  # stable: within a dataset, the file's order
     keys = {m: direction(m, side, notes) for m in metrics + [ARANK]}
     if has_arank:
         add_arank(rows, metrics, keys)
-    missing = [r.label for r in rows if r.ours is not None and not any(_num(r.ours.get(m)) is not None for m in metrics)]
+    shared_cols = (side.get("shared_sweep") or {}).get("columns") or []
+    own = [m for m in metrics if m not in shared_cols]  # a run is missing whatever the shared columns hold
+    missing = [r.label for r in rows if r.ours is not None and not any(_num(r.ours.get(m)) is not None for m in own)]
     if missing and sweep_path:
         notes.append(f"{len(missing)} of {sum(r.ours is not None for r in rows)} runs missing: {', '.join(missing)}.")
     shown = metrics + ([ARANK] if has_arank else [])
@@ -238,22 +248,30 @@ def side_for(path: Path) -> Path:
     return side
 
 
+def sweep_results(sweep, source: str, runs_root: Path, wandb_path: Optional[str] = None) -> tuple[dict, str]:
+    """({point id: {metric: value}}, a note saying where they came from) for one sweep."""
+    if source == "wandb":
+        try:
+            results = wandb_results(sweep.name, sweep.points(), wandb_path)
+        except Exception as e:  # noqa: BLE001 - no network, not logged in, unknown project
+            raise SweepError(f"W&B API ({e}); --source wandb needs network access and `wandb login`") from e
+        return results, f"Ours: W&B runs of group '{sweep.name}'."
+    return local_results(runs_root, sweep.name, sweep.points()), f"Ours: run folders under {point_dir(runs_root, sweep.name, '')}."
+
+
 def make_table(path: Path, source: str, runs_root: Path, wandb_path: Optional[str] = None) -> Table:
     side = load_side(side_for(Path(path)))
     sweep_path = side_sweep(side)
-    results, note = None, ""
+    results, note, shared = None, "", None
     if sweep_path:
-        sweep = load_sweep(sweep_path)
-        if source == "wandb":
-            try:
-                results = wandb_results(sweep.name, sweep.points(), wandb_path)
-            except Exception as e:  # noqa: BLE001 - no network, not logged in, unknown project
-                raise SweepError(f"W&B API ({e}); --source wandb needs network access and `wandb login`") from e
-            note = f"Ours: W&B runs of group '{sweep.name}'."
-        else:
-            results = local_results(runs_root, sweep.name, sweep.points())
-            note = f"Ours: run folders under {point_dir(runs_root, sweep.name, '')}."
-    return build_table(side, results, note)
+        results, note = sweep_results(load_sweep(sweep_path), source, runs_root, wandb_path)
+    extra = side_shared_sweep(side)
+    if extra is not None:
+        got, where = sweep_results(extra, source, runs_root, wandb_path)
+        cols = [str(c) for c in side["shared_sweep"]["columns"]]
+        shared = {k: v for k, v in got.get(extra.points()[0].id, {}).items() if k in cols}
+        note = f"{note.rstrip('.')}; {', '.join(cols)}: {where[len('Ours: '):].rstrip('.')}{'' if shared else ' (no run)'}."
+    return build_table(side, results, note, shared)
 
 
 def write_outputs(table: Table, side_path: Path, out: Path) -> list[Path]:

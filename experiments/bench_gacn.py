@@ -4,23 +4,23 @@ and decision calibration vs the serial strategy for N images (Table 3).
 Part 1 - seconds per Lytro pair (520x520 RGB) for the full pipeline (gray conversion, network,
 Eq. 5 fusion of the RGB sources):
 
-* ``ours``: :class:`lightning_modules.gacn.module.GACN` ``fuse`` under ``torch.inference_mode``;
-* ``official strategy``: :class:`OfficialStrategyGACN`, the released ``GACNFuseNet.forward`` +
-  ``GACN_Fuse.fuse`` compute strategy re-created with the *same weights*: autograd left on (the
-  release calls ``forward`` without ``no_grad``), the two sources through the feature path one
-  after the other, SF by per-channel shift convolutions (``[c, 1, 3, 3]`` kernels) and an 11x11
-  grouped ones-convolution, the boundary Gaussian as a dense 9x9 convolution, the guided filter's
-  box filter from cumulative sums, the boundary weight from ``torch.where`` masks. It takes the
-  same gray input as ours (the release uses skimage's rgb2gray weights; the colour conversion is
-  not what is compared). Outputs are asserted close to ours (max |diff| of the fused images and
-  the share of map pixels that differ by more than 1e-3).
+* ``ours``: :class:`lightning_modules.gacn.module.GACN` ``fuse`` under ``torch.inference_mode``,
+  in this process, with the allocator setting of the project's CLIs (:mod:`mfif.runtime`);
+* ``official strategy``: :class:`experiments.gacn_official_strategy.OfficialStrategyGACN`, the
+  released ``GACNFuseNet.forward`` + ``GACN_Fuse.fuse`` compute strategy re-created op for op with
+  the *same weights*, run in a child process with the released code's process settings (default
+  allocator; ``--official_allocator tuned`` gives it ours: the algorithm-only comparison). It
+  takes the same gray input as ours (the release uses skimage's rgb2gray weights; the colour
+  conversion is not what is compared). Outputs are asserted close to ours (max |diff| of the
+  fused images and the share of map pixels that differ by more than 1e-3).
 
 Part 2 - seconds per image for N = 4, 8, 16 frames of a focus stack (default: the first 16
 frames of ``stack_v4``, 1600x1200, resized by ``--stack_scale`` 0.5), serial vs calibration
 (Sec. 3.3, Table 3); the strategies alternate over ``--stack_repeats`` rounds, minimum kept.
 
-Timing: ``torch.set_num_threads(--threads)``, one warm-up, then per pair ``--repeats`` runs of ours
-(median) and one of the official strategy, alternating, so that both see the same machine load;
+Timing: ``torch.set_num_threads(--threads)`` in both processes, one warm-up each, then per pair
+``--repeats`` runs of ours (median) and one of the official strategy, alternating (never at the
+same time), so that both see the same machine load;
 the table gives the median over the pairs of wall time and of process CPU time (CPU time is the
 robust figure on a shared machine: it does not count time spent waiting for a core). Peak
 memory: ``ru_maxrss``.
@@ -37,7 +37,6 @@ Table 3 sweep form (``ablations/gacn/table3.yaml``, one point per strategy and N
 from __future__ import annotations
 
 import argparse
-import copy
 import resource
 import statistics
 import sys
@@ -46,101 +45,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
-from torch import Tensor, nn
+from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lightning_modules.gacn.module import GACN, GACNConfig  # noqa: E402
-from lightning_modules.gacn.network import GACNNet  # noqa: E402
+from experiments.gacn_official_strategy import OfficialProcess  # noqa: E402
 from mfif.config import DataConfig, ExperimentConfig  # noqa: E402
-from mfif.ops.colour import rgb_to_gray  # noqa: E402
-
-
-# ----------------------------------------------------------------------------- official strategy
-class OfficialStrategyGACN(nn.Module):
-    """The released GACN forward pass, op for op, sharing the parameters of a :class:`GACNNet`."""
-
-    def __init__(self, net: GACNNet):
-        super().__init__()
-        self.net = copy.deepcopy(net).to(memory_format=torch.contiguous_format)  # released: NCHW weights
-        r = 4  # released GaussBlur(sigma=8, radius=4)
-        x = torch.arange(-r, r + 1, dtype=torch.float32)
-        k = torch.exp(-(x[None, :] ** 2 + x[:, None] ** 2) / (2 * 8.0**2))
-        self.register_buffer("gauss", (k / k.sum()).view(1, 1, 9, 9))
-
-    @staticmethod
-    def _block(block, x: Tensor) -> Tensor:
-        return block.bn(F.relu(block.conv(x)))
-
-    def _features(self, img: Tensor) -> Tensor:
-        f = self.net.features
-        c0 = f.cse[0](self._block(f.blocks[0], img))
-        c1 = f.cse[1](self._block(f.blocks[1], c0))
-        cat1 = torch.cat((c0, c1), 1)
-        c2 = f.cse[2](self._block(f.blocks[2], cat1))
-        cat2 = torch.cat((cat1, c2), 1)
-        c3 = f.cse[3](self._block(f.blocks[3], cat2))
-        return torch.cat((c0, c1, c2, c3), 1)
-
-    @staticmethod
-    def _sf_compare(f1: Tensor, f2: Tensor, radius: int = 5) -> Tensor:
-        c = f1.shape[1]
-        r_shift = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 0, 0]]).view(1, 1, 3, 3).repeat(c, 1, 1, 1)
-        b_shift = torch.tensor([[0.0, 1, 0], [0, 0, 0], [0, 0, 0]]).view(1, 1, 3, 3).repeat(c, 1, 1, 1)
-        grads = []
-        for f in (f1, f2):
-            fr = F.conv2d(f, r_shift, padding=1, groups=c)
-            fb = F.conv2d(f, b_shift, padding=1, groups=c)
-            grads.append(torch.pow(fr - f, 2) + torch.pow(fb - f, 2))
-        k = 2 * radius + 1
-        ones = torch.ones(c, 1, k, k)
-        sf1 = F.conv2d(grads[0], ones, padding=radius, groups=c)
-        sf2 = F.conv2d(grads[1], ones, padding=radius, groups=c)
-        return torch.sigmoid(1000 * (sf1 - sf2))
-
-    @staticmethod
-    def _box(x: Tensor, r: int) -> Tensor:
-        def diff(t: Tensor, dim: int) -> Tensor:
-            left = t.narrow(dim, r, r + 1)
-            mid = t.narrow(dim, 2 * r + 1, t.shape[dim] - 2 * r - 1) - t.narrow(dim, 0, t.shape[dim] - 2 * r - 1)
-            right = t.narrow(dim, t.shape[dim] - 1, 1) - t.narrow(dim, t.shape[dim] - 2 * r - 1, r)
-            return torch.cat([left, mid, right], dim)
-
-        return diff(diff(x.cumsum(2), 2).cumsum(3), 3)
-
-    def _guided(self, x: Tensor, y: Tensor, r: int = 3, eps: float = 0.1) -> Tensor:
-        n = self._box(torch.ones(1, 1, *x.shape[-2:]), r)
-        mx, my = self._box(x, r) / n, self._box(y, r) / n
-        cov = self._box(x * y, r) / n - mx * my
-        var = self._box(x * x, r) / n - mx * mx
-        a = cov / (var + eps)
-        b = my - a * mx
-        return self._box(a, r) / n * x + self._box(b, r) / n
-
-    def forward(self, img1: Tensor, img2: Tensor) -> tuple[Tensor, Tensor]:
-        d = self.net.decision
-        act = self._sf_compare(self._features(img1), self._features(img2))
-        x = d.sse[0](act)
-        for j in range(4):
-            x = d.sse[j + 1](self._block(d.blocks[j], x))
-        origin = torch.sigmoid(1000 * x)
-        blur = F.conv2d(origin, self.gauss, padding=[4])
-        zeros, ones = torch.zeros_like(blur), torch.ones_like(blur)
-        m1 = torch.where(blur > 0.8, ones, zeros)
-        m2 = torch.where(blur < 0.1, ones, zeros)
-        m3 = m1 * blur + m2 * (1 - blur)
-        boundary = 1 - torch.abs(2 * (blur * m3 + (1 - m3) * (ones / 2)) - 1)
-        temp = img1 * origin + (1 - origin) * img2
-        gf = self._guided(temp, origin)
-        return origin, gf * boundary + origin * (1 - boundary)
-
-
-def official_fuse(model: OfficialStrategyGACN, a_rgb: Tensor, b_rgb: Tensor) -> tuple[Tensor, Tensor]:
-    """``GACN_Fuse.fuse``: gray maps, Eq. 5 on the RGB sources (autograd on, as released)."""
-    _, final = model(rgb_to_gray(a_rgb), rgb_to_gray(b_rgb))
-    return final * a_rgb + (1 - final) * b_rgb, final
+from mfif.runtime import retain_freed_memory  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -194,48 +107,55 @@ def stack_frames(folder: Path, n: int, scale: float) -> Tensor:
 
 # ----------------------------------------------------------------------------- part 1
 def bench_pairs(args, model: GACN) -> dict:
-    """Seconds per Lytro pair, ours vs the official strategy, with output closeness and Q_G."""
+    """Seconds per Lytro pair, ours (this process) vs the official strategy (a child process), with
+    output closeness and Q_G. The two alternate pair by pair and never run at the same time."""
     from mfif.metrics.gradient import q_g
 
-    official = OfficialStrategyGACN(model.net).eval()
     pairs = lytro_pairs(Path(args.lytro), args.pairs)
-    a, b = load_rgb(pairs[0][0]), load_rgb(pairs[0][1])
-    with torch.inference_mode():  # warm-up (allocator, oneDNN primitive caches)
-        model.fuse(torch.stack([a, b], 1))
-    if not args.skip_official:
-        official_fuse(official, a, b)
-    rows = []
-    for pa, pb in pairs:
-        a, b = load_rgb(pa), load_rgb(pb)
-
-        def ours() -> Tensor:
-            with torch.inference_mode():
-                return model.fuse(torch.stack([a, b], 1))
-
-        t_ours = timed(ours, args.repeats - 1) if args.repeats > 1 else None
-        c0, w0 = time.process_time(), time.perf_counter()
-        out = ours()
-        row = {"pair": pa.stem[:-2], "ours_wall": time.perf_counter() - w0, "ours_cpu": time.process_time() - c0}
-        if t_ours:
-            row.update(ours_wall=t_ours["wall_med"], ours_cpu=t_ours["cpu_med"])
-        row["q_g"] = float(q_g(out.fused, torch.stack([a, b], 1)))
-        binary = ((out.maps[:, 0] < 0.01) | (out.maps[:, 0] > 0.99)).float().mean().item()
-        row["binary_frac"], row["map_mean"] = binary, out.maps[:, 0].mean().item()
-        if not args.skip_official:
-            c0, w0 = time.process_time(), time.perf_counter()
-            fused_off, map_off = official_fuse(official, a, b)
-            row["off_wall"], row["off_cpu"] = time.perf_counter() - w0, time.process_time() - c0
-            diff = (out.maps[:, 0] - map_off.detach()).abs()
-            row["map_diff_frac"] = diff.gt(1e-3).float().mean().item()
-            row["fused_max_diff"] = (out.fused - fused_off.detach()).abs().max().item()
-            # same outputs: a few boundary pixels may flip under float reordering (k = 1000 sigmoids)
-            assert row["map_diff_frac"] < 1e-3 and diff.mean().item() < 1e-4, f"{row['pair']}: outputs differ {row}"
-        rows.append(row)
-        print("  " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
-              flush=True)
+    official = None if args.skip_official else OfficialProcess(model.net, args.threads,
+                                                               args.official_allocator == "tuned")
+    try:
+        a, b = load_rgb(pairs[0][0]), load_rgb(pairs[0][1])
+        with torch.inference_mode():  # warm-up (allocator, oneDNN primitive caches)
+            model.fuse(torch.stack([a, b], 1))
+        if official:
+            official.run(a, b)
+        rows = [_bench_pair(args, model, official, pa, pb, q_g) for pa, pb in pairs]
+    finally:
+        if official:
+            official.close()
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0] if k != "pair"}
     med["q_g_min"] = min(r["q_g"] for r in rows)
     return med
+
+
+def _bench_pair(args, model: GACN, official, pa: Path, pb: Path, q_g) -> dict:
+    a, b = load_rgb(pa), load_rgb(pb)
+
+    def ours():
+        with torch.inference_mode():
+            return model.fuse(torch.stack([a, b], 1))
+
+    t_ours = timed(ours, args.repeats - 1) if args.repeats > 1 else None
+    c0, w0 = time.process_time(), time.perf_counter()
+    out = ours()
+    row = {"pair": pa.stem[:-2], "ours_wall": time.perf_counter() - w0, "ours_cpu": time.process_time() - c0}
+    if t_ours:
+        row.update(ours_wall=t_ours["wall_med"], ours_cpu=t_ours["cpu_med"])
+    row["q_g"] = float(q_g(out.fused, torch.stack([a, b], 1)))
+    binary = ((out.maps[:, 0] < 0.01) | (out.maps[:, 0] > 0.99)).float().mean().item()
+    row["binary_frac"], row["map_mean"] = binary, out.maps[:, 0].mean().item()
+    if official:
+        off = official.run(a, b)
+        row["off_wall"], row["off_cpu"] = off["wall"], off["cpu"]
+        diff = (out.maps[:, 0] - off["map"]).abs()
+        row["map_diff_frac"] = diff.gt(1e-3).float().mean().item()
+        row["fused_max_diff"] = (out.fused - off["fused"]).abs().max().item()
+        # same outputs: a few boundary pixels may flip under float reordering (k = 1000 sigmoids)
+        assert row["map_diff_frac"] < 1e-3 and diff.mean().item() < 1e-4, f"{row['pair']}: outputs differ {row}"
+    print("  " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
+          flush=True)
+    return row
 
 
 # ----------------------------------------------------------------------------- part 2
@@ -262,6 +182,21 @@ def bench_stack(args, weights: str | None, counts: list[int], strategies: list[s
     return res
 
 
+def record_stack(args, res: dict) -> None:
+    """Part 2 figures to ``--run_dir``/results.json and W&B (a point of ablations/gacn/table3.yaml):
+    ``time_per_image`` (wall) and ``cpu_time_per_image`` for one (N, strategy), else one pair of
+    keys ``<name>.<strategy>.N<n>`` per combination."""
+    from experiments.point_results import record
+
+    rows = [{"num_images": n, "strategy": s, "time_per_image": v["wall"], "cpu_time_per_image": v["cpu"]}
+            for (n, s), v in res.items()]
+    keys = ("time_per_image", "cpu_time_per_image")
+    metrics = ({k: rows[0][k] for k in keys} if len(rows) == 1
+               else {f"{k}.{r['strategy']}.N{r['num_images']}": r[k] for r in rows for k in keys})
+    record(args, metrics, "experiments/bench_gacn.py", details={"rows": rows, "threads": args.threads},
+           history=[{k: r[k] for k in ("num_images", *keys)} for r in rows])
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", default=None, help="gacn_official.pkl (random weights if omitted)")
@@ -269,6 +204,9 @@ def main(argv=None) -> None:
     p.add_argument("--pairs", type=int, default=20)
     p.add_argument("--repeats", type=int, default=1, help="timed runs of ours per pair (median)")
     p.add_argument("--skip_official", action="store_true", help="part 1 without the official strategy")
+    p.add_argument("--official_allocator", choices=("default", "tuned"), default="default",
+                   help="the official strategy's process: the released code's default allocator, or the "
+                        "same retained-memory setting as ours (algorithm-only comparison)")
     p.add_argument("--stack", default=None, help="focus-stack folder, frames sorted by name (part 2)")
     p.add_argument("--num_images", default="4,8,16", help="N values for part 2 (comma separated)")
     p.add_argument("--strategy", default="serial,calibration", help="part 2 strategies (comma separated)")
@@ -276,7 +214,10 @@ def main(argv=None) -> None:
     p.add_argument("--stack_repeats", type=int, default=2, help="alternating rounds per N (minimum kept)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--wandb", action="store_true", help="log the part 2 figures to W&B (sweep table3.yaml)")
+    p.add_argument("--run_dir", default=None, help="write the part 2 figures to RUN_DIR/results.json (sweep runner)")
+    p.add_argument("--wandb_group", default=None, help="W&B group of the run (the sweep's name)")
     args = p.parse_args(argv)
+    retain_freed_memory()  # as our CLIs do (mfif/runtime.py); the official child keeps the default
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads")
     if args.lytro:
@@ -284,10 +225,14 @@ def main(argv=None) -> None:
         n_par = sum(q.numel() for q in model.net.parameters())
         print(f"part 1: Lytro pairs (520x520 RGB), {n_par} parameters")
         med = bench_pairs(args, model)
-        print(f"\n| pipeline | wall s/pair (median) | CPU s/pair (median) |\n|---|---|---|")
-        print(f"| ours (inference_mode, NHWC, fast C->1 convs) | {med['ours_wall']:.3f} | {med['ours_cpu']:.3f} |")
+        print("\n| pipeline | wall s/pair (median) | CPU s/pair (median) |\n|---|---|---|")
+        ours_alloc = "retained memory" if retain_freed_memory() else "default allocator"
+        print(f"| ours (inference mode, NHWC, fused activations, banded SF; {ours_alloc}) "
+              f"| {med['ours_wall']:.3f} | {med['ours_cpu']:.3f} |")
         if "off_wall" in med:
-            print(f"| official strategy (autograd, grouped convs) | {med['off_wall']:.3f} | {med['off_cpu']:.3f} |")
+            off_alloc = "retained memory" if args.official_allocator == "tuned" and retain_freed_memory() else "default allocator"
+            print(f"| official strategy (child process, autograd, grouped convs; {off_alloc}) "
+                  f"| {med['off_wall']:.3f} | {med['off_cpu']:.3f} |")
             print(f"| speed-up | {med['off_wall'] / med['ours_wall']:.2f}x | {med['off_cpu'] / med['ours_cpu']:.2f}x |")
             print(f"outputs: median share of map pixels differing > 1e-3: {med['map_diff_frac']:.2e}; "
                   f"median max |fused diff|: {med['fused_max_diff']:.2e}")
@@ -306,13 +251,7 @@ def main(argv=None) -> None:
                 s, c = res[(n, "serial")], res[(n, "calibration")]
                 print(f"| {n} | {s['wall']:.3f} | {c['wall']:.3f} | {100 * (1 - c['wall'] / s['wall']):.1f}% "
                       f"| {s['cpu']:.3f} | {c['cpu']:.3f} | {100 * (1 - c['cpu'] / s['cpu']):.1f}% |")
-        if args.wandb:
-            import wandb
-
-            run = wandb.init(project="mfif", config=vars(args))
-            for (n, s), v in res.items():
-                run.log({"num_images": n, "time_per_image": v["wall"], "cpu_time_per_image": v["cpu"]})
-            run.finish()
+        record_stack(args, res)
         print(f"peak RSS: {peak_rss_mb():.0f} MiB")
     if not (args.lytro or args.stack):
         p.error("give --lytro and/or --stack")

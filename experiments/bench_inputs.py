@@ -8,7 +8,7 @@ then the median of ``--repeats`` runs, as images per wall-clock second (Fig. 6) 
 second of the process (comparable on a shared CPU). Weights do not change the speed, so no weights are
 loaded (VAEEDOF with ``model.allow_random_vae=true``). A method that refuses N > 2 (or fails)
 is skipped for that N and the reason recorded. Writes ``<out>.csv``, ``<out>.md`` and a grouped
-bar plot ``<out>.png``.
+bar plot ``<out>.png``; with ``--run_dir`` (a sweep point) also ``results.json`` (:func:`record_rows`).
 
 Usage::
 
@@ -151,9 +151,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default=None, help="config profile (e.g. smoke: tiny widths); default none")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = torch default)")
-    p.add_argument("--out", default="runs/bench_inputs/fig6")
+    p.add_argument("--out", default=None, help="output stem (default RUN_DIR/fig6, else runs/bench_inputs/fig6)")
     p.add_argument("--wandb", action="store_true", help="log images_per_s to W&B (sweep runs)")
+    p.add_argument("--run_dir", default=None, help="write the figures to RUN_DIR/results.json (sweep runner)")
+    p.add_argument("--wandb_group", default=None, help="W&B group of the run (the sweep's name)")
     return p
+
+
+def record_rows(args, rows: list[dict]) -> None:
+    """The figures to ``--run_dir``/results.json and W&B (a point of ablations/vaeedof/fig6.yaml):
+    ``images_per_s`` and ``images_per_cpu_s`` for one (method, N), else ``<name>.<method>.N<n>``.
+    A skipped (method, N) has no value: it is left out, never written as 0."""
+    from experiments.point_results import record
+
+    keys = ("images_per_s", "images_per_cpu_s")
+    metrics = ({k: rows[0][k] for k in keys} if len(rows) == 1
+               else {f"{k}.{r['method']}.N{r['n']}": r[k] for r in rows for k in keys})
+    record(args, metrics, "experiments/bench_inputs.py", details={"rows": rows, "size": args.size, "device": args.device},
+           history=[{"num_inputs": r["n"], **{k: r[k] for k in keys if r[k] is not None}} for r in rows])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,15 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown method(s) {unknown}; registered: {registry.methods()}")
     inputs = [args.num_inputs] if args.num_inputs else args.inputs
+    out = Path(args.out or (Path(args.run_dir) / "fig6" if args.run_dir else "runs/bench_inputs/fig6"))
     rows = run(methods, inputs, args.size, args.repeats, args.profile, device)
-    write_outputs(rows, Path(args.out), args.size, device)
-    print(Path(args.out).with_suffix(".md").read_text())
-    if args.wandb:
-        import wandb
-
-        wandb.init(config={"method": methods[0], "num_inputs": inputs[0], "size": args.size, "device": str(device)})
-        wandb.log({"images_per_s": rows[0]["images_per_s"] or 0.0})
-        wandb.finish()
+    write_outputs(rows, out, args.size, device)
+    print(out.with_suffix(".md").read_text())
+    record_rows(args, rows)
     return 0
 
 

@@ -95,9 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=16, help="training batch (Sec. IV: 16)")
     p.add_argument("--train-steps", type=int, default=3)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--wandb", action="store_true", help="log the figures to W&B (sweep ablations/udpnet/table1_cost.yaml)")
+    p.add_argument("--run_dir", default=None, help="write the figures to RUN_DIR/results.json (sweep runner)")
+    p.add_argument("--wandb_group", default=None, help="W&B group of the run (the sweep's name)")
     args = p.parse_args(argv)
-    if args.threads < 1 or args.size < 8 or args.runs < 1 or args.train_steps < 1:
-        p.error("--threads, --runs, --train-steps must be >= 1 and --size >= 8")
+    if args.threads < 1 or args.size < 8 or args.runs < 1 or args.train_steps < 0:
+        p.error("--threads and --runs must be >= 1, --train-steps >= 0 (0: no training timing) and --size >= 8")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -111,20 +114,25 @@ def main(argv: list[str] | None = None) -> int:
     inf = time_inference(module, args.size, args.runs, device)
     peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    train = time_training(module, args.patch, args.batch, args.train_steps, device)
+    train = time_training(module, args.patch, args.batch, args.train_steps, device) if args.train_steps else []
 
     rows = [("device", f"{device} ({args.threads} threads)" if device.type == "cpu" else str(torch.cuda.get_device_name(device))),
             *[(f"parameters: {k}", f"{v:,}") for k, v in params.items()],
             (f"inference s / {args.size}x{args.size} RGB pair, wall (median of {args.runs})", f"{_med(inf, 0):.3f}"),
             (f"inference s / {args.size}x{args.size} RGB pair, process CPU", f"{_med(inf, 1):.3f}"),
-            ("peak memory (MiB, " + ("CUDA allocated" if device.type == "cuda" else "process RSS") + ")", f"{peak:.0f}"),
-            (f"training steps/s, wall (batch {args.batch}, {args.patch}x{args.patch}, median of {args.train_steps})",
-             f"{1 / _med(train, 0):.3f}"),
-            ("training steps / process-CPU second", f"{1 / _med(train, 1):.3f}")]
+            ("peak memory (MiB, " + ("CUDA allocated" if device.type == "cuda" else "process RSS") + ")", f"{peak:.0f}")]
+    if train:
+        rows += [(f"training steps/s, wall (batch {args.batch}, {args.patch}x{args.patch}, median of {args.train_steps})",
+                  f"{1 / _med(train, 0):.3f}"), ("training steps / process-CPU second", f"{1 / _med(train, 1):.3f}")]
     width = max(len(r[0]) for r in rows)
     print("UDPNet benchmark (paper, Table I: 0.392 M parameters, 0.022 s per 512x512 pair on a GTX 1080Ti)")
     for k, v in rows:
         print(f"  {k:<{width}}  {v}")
+    from experiments.point_results import record
+
+    # Table I columns: #Para. (M) of G (the inference model) and Time (s) per 512x512 pair
+    record(args, {"params": params["G (inference model)"] / 1e6, "time": _med(inf, 0), "cpu_time": _med(inf, 1)},
+           "experiments/bench_udpnet.py", details={"parameters": params, "device": rows[0][1], "size": args.size})
     return 0
 
 

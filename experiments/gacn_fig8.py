@@ -11,8 +11,9 @@ that Q_G drops fastest - the argument for Q_G as the training loss. This script 
 3. every metric of ``--metrics`` (metric registry names; default the paper's six) against the
    sources; the mean over scenes and its ratio to the unblurred value.
 
-Outputs in ``--out``: ``fig8.csv`` (sigma, metric, mean, relative) and ``fig8.png`` (relative value
-vs sigma, one line per metric).
+Outputs in ``--out`` (default: ``--run_dir``, the sweep point's folder): ``fig8.csv`` (sigma,
+metric, mean, relative) and ``fig8.png`` (relative value vs sigma, one line per metric); with
+``--run_dir`` also ``results.json`` (:func:`record_curves`).
 
 Usage::
 
@@ -142,21 +143,32 @@ def main(argv=None) -> None:
                    help="comma-separated blur sigmas, first one the reference (default 0,...,5)")
     p.add_argument("--metrics", type=lambda s: s.split(","), default=PAPER_METRICS, help="comma-separated metric names")
     p.add_argument("--pairs", type=int, default=None, help="use only the first N scenes")
-    p.add_argument("--out", default="runs/gacn_fig8", help="output folder (fig8.csv, fig8.png)")
+    p.add_argument("--out", default=None, help="output folder for fig8.csv, fig8.png (default RUN_DIR, else runs/gacn_fig8)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--wandb", action="store_true", help="log the curves to W&B (sweep fig8.yaml)")
+    p.add_argument("--run_dir", default=None, help="write the figures to RUN_DIR/results.json (sweep runner)")
+    p.add_argument("--wandb_group", default=None, help="W&B group of the run (the sweep's name)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    out = Path(args.out or args.run_dir or "runs/gacn_fig8")
     rows = run(args)
-    write_outputs(rows, Path(args.out))
-    print(f"wrote {Path(args.out) / 'fig8.csv'} and {Path(args.out) / 'fig8.png'}")
-    if args.wandb:
-        import wandb
+    write_outputs(rows, out)
+    print(f"wrote {out / 'fig8.csv'} and {out / 'fig8.png'}")
+    record_curves(args, rows)
 
-        run_ = wandb.init(project="mfif", config=vars(args))
-        for r in rows:
-            run_.log({f"fig8/{r['metric']}": r["relative"], "sigma": r["sigma"]})
-        run_.finish()
+
+def record_curves(args, rows: list[dict]) -> None:
+    """The curves to ``--run_dir``/results.json and W&B (the point of ablations/gacn/fig8.yaml):
+    ``<metric>`` = value at the largest sigma / unblurred value (the table's row), and
+    ``<metric>@<sigma>`` every point of the curve."""
+    from experiments.point_results import record
+
+    last = max(args.sigmas)
+    metrics = {r["metric"]: r["relative"] for r in rows if r["sigma"] == last}
+    metrics.update({f"{r['metric']}@{r['sigma']:g}": r["relative"] for r in rows})
+    history = [{"sigma": s, **{f"fig8/{r['metric']}": r["relative"] for r in rows if r["sigma"] == s}}
+               for s in args.sigmas]
+    record(args, metrics, "experiments/gacn_fig8.py", details={"rows": rows, "largest_sigma": last}, history=history)
 
 
 if __name__ == "__main__":

@@ -145,5 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def cli() -> int:
+    """Console entry point: :func:`main` with the CLI process settings (:mod:`mfif.runtime`)."""
+    from mfif.runtime import run_cli
+
+    return run_cli(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -7,7 +7,7 @@ registration has run before a config is built.
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Dict, Tuple, Type
+from typing import Callable, Dict, Tuple
 
 _METHODS: Dict[str, Tuple[type, type]] = {}
 _DATAMODULES: Dict[str, Tuple[type, type]] = {}

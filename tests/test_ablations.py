@@ -48,6 +48,8 @@ def test_side_file_rows_are_exactly_the_grid(side):
     s = grid.load_side(side)
     for r in s["rows"]:  # every printed value sits in a declared column
         assert set(r.get("paper") or {}) <= set(s["columns"]), (r["label"], s["columns"])
+    shared = grid.side_shared_sweep(s)  # columns measured once: a one-point sweep (raises otherwise)
+    assert shared is None or len(shared.points()) == 1
     sweep_path = grid.side_sweep(s)
     if sweep_path is None:
         return  # a comparison table without a sweep of ours

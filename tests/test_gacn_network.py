@@ -1,9 +1,10 @@
 """GACN network, multi-image strategies and the module's fuse API (shapes, equivalences, counts)."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from lightning_modules.gacn.module import GACN, GACNConfig
@@ -14,8 +15,9 @@ from lightning_modules.gacn.multi import (
     one_hot_argmax,
     serial_maps,
 )
-from lightning_modules.gacn.network import GACNNet, single_output_conv2d
+from lightning_modules.gacn.network import GACNNet
 from mfif.config import DataConfig, ExperimentConfig
+from mfif.ops.activity import spatial_frequency_activity
 
 
 def make_module(**model) -> GACN:
@@ -41,16 +43,6 @@ def test_parameter_count_matches_released_checkpoint():
     assert sum(p.numel() for p in GACNNet().parameters()) == 68820
 
 
-@pytest.mark.parametrize("k", [1, 3, 7])
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_single_output_conv_equals_conv2d(k, channels_last):
-    x = torch.randn(2, 5, 11, 13)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    w, b = torch.randn(1, 5, k, k), torch.randn(1)
-    torch.testing.assert_close(single_output_conv2d(x, w, b), F.conv2d(x, w, b, padding=k // 2), rtol=1e-4, atol=1e-4)
-
-
 def test_inference_fast_path_equals_autograd_path(net):
     a, b = torch.rand(1, 1, 29, 35), torch.rand(1, 1, 29, 35)
     with torch.no_grad():
@@ -63,9 +55,25 @@ def test_inference_fast_path_equals_autograd_path(net):
 def test_eval_batches_sources_train_keeps_them_apart(net):
     a, b = torch.rand(2, 1, 20, 20), torch.rand(2, 1, 20, 20)
     with torch.no_grad():
-        ea, eb = net.pair_energy(a, b)
-        torch.testing.assert_close(ea, net.energy(a))
-        torch.testing.assert_close(eb, net.energy(b))
+        fa, fb = net.pair_features(a, b)
+        for got, want in zip(fa + fb, net.features.layers(a) + net.features.layers(b)):
+            torch.testing.assert_close(got, want)
+        assert torch.cat(fa, 1).shape == (2, 64, 20, 20)
+
+
+def test_activity_from_layers_equals_concatenated_features(net):
+    net64 = copy.deepcopy(net).double()  # float64: the k = 1000 sigmoid magnifies float32 rounding
+    a, b = torch.rand(1, 1, 37, 41, dtype=torch.float64), torch.rand(1, 1, 37, 41, dtype=torch.float64)
+    with torch.no_grad():
+        fa, fb = net64.pair_features(a, b)
+        from_layers = net64.activity(fa, fb)
+        ca, cb = torch.cat(fa, 1), torch.cat(fb, 1)
+        from_cat = net64.activity(ca, cb)
+        # Eqs. 1-2 + Sec. 3.1.1 literally: sigmoid(k * (SF_A - SF_B)) of the concatenated features
+        literal = torch.sigmoid(1000.0 * (spatial_frequency_activity(ca, 5) - spatial_frequency_activity(cb, 5)))
+    assert 0.05 < literal.mean() < 0.95  # both sources win somewhere
+    torch.testing.assert_close(from_layers, from_cat, rtol=0, atol=1e-10)
+    torch.testing.assert_close(from_layers, literal, rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("h,w", [(17, 23), (33, 31)])
@@ -106,26 +114,33 @@ def test_calibration_with_two_sources_equals_pairwise(net):
         torch.testing.assert_close(fuse_maps(net, s, "calibration"), fuse_maps(net, s, "serial"))
 
 
-def _count_feature_images(net: GACNNet) -> list:
-    seen = []
-    handle = net.features.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape[0]))
-    return seen, handle
+class _CountFeatureImages:
+    """Counts the images that go through the dense feature path (wraps ``net.features.layers``)."""
+
+    def __init__(self, net: GACNNet):
+        self.net, self.seen, self.original = net, [], net.features.layers
+
+    def __enter__(self) -> list:
+        def counting(x):
+            self.seen.append(x.shape[0])
+            return self.original(x)
+
+        self.net.features.layers = counting
+        return self.seen
+
+    def __exit__(self, *exc) -> None:
+        del self.net.features.layers
 
 
 @pytest.mark.parametrize("n", [3, 4])
 def test_calibration_runs_each_source_once_serial_twice(net, n):
     s = torch.rand(1, n, 1, 16, 16)
-    seen, handle = _count_feature_images(net)
-    try:
-        with torch.no_grad():
-            maps, _ = calibration_maps(net, s)
+    with _CountFeatureImages(net) as seen, torch.no_grad():
+        maps, _ = calibration_maps(net, s)
         assert sum(seen) == n  # Sec. 3.3: N feature-path runs
         seen.clear()
-        with torch.no_grad():
-            serial = serial_maps(net, s)
+        serial = serial_maps(net, s)
         assert sum(seen) == 2 * (n - 1)  # 2 (N - 1) for the one-by-one strategy
-    finally:
-        handle.remove()
     assert set(maps.unique().tolist()) <= {0.0, 1.0}
     torch.testing.assert_close(maps.sum(1), torch.ones(1, 1, 16, 16))
     torch.testing.assert_close(serial.sum(1), torch.ones(1, 1, 16, 16))

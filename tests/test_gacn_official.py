@@ -1,5 +1,5 @@
 """Released GACN weights: strict load after key renaming, sane maps and Q_G on real Lytro pairs,
-and the same outputs as the released compute strategy (experiments/bench_gacn.py)."""
+and the same outputs as the released compute strategy (experiments/gacn_official_strategy.py)."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from experiments.bench_gacn import OfficialStrategyGACN, official_fuse
+from experiments.gacn_official_strategy import OfficialProcess, OfficialStrategyGACN, official_fuse
 from lightning_modules.gacn.module import GACN, GACNConfig
 from lightning_modules.gacn.network import GACNNet
 from lightning_modules.gacn.official import convert_state_dict, load_official, read_official
@@ -71,6 +71,17 @@ def test_same_outputs_as_released_strategy(module, shared_dir):
     diff = (out.maps[:, 0] - map_off.detach()).abs()
     assert diff.gt(1e-3).float().mean().item() < 1e-3
     assert (out.fused - fused_off.detach()).abs().mean().item() < 1e-4
+
+
+def test_official_strategy_child_process_matches_in_process(module, shared_dir):
+    """The benchmark's child process (spawned, its own allocator) computes the same pair."""
+    src = load_pair(shared_dir, "02")[..., 100:164, 100:196]
+    fused_here, map_here = official_fuse(OfficialStrategyGACN(module.net).eval(), src[:, 0], src[:, 1])
+    with OfficialProcess(module.net, threads=1) as child:
+        out = child.run(src[:, 0].contiguous(), src[:, 1].contiguous())
+    assert out["wall"] > 0 and out["cpu"] > 0
+    torch.testing.assert_close(out["map"], map_here.detach())
+    torch.testing.assert_close(out["fused"], fused_here.detach())
 
 
 @pytest.mark.parametrize("nn", PAIRS)

@@ -10,6 +10,7 @@ from mfif.ops.activity import (
     SpatialFrequencyActivity,
     box_sum,
     neighbour_energy,
+    neighbour_energy_difference,
     spatial_frequency,
     spatial_frequency_activity,
 )
@@ -75,6 +76,13 @@ def test_box_sum_float32_methods_agree_and_keep_dtype():
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("method", ["conv", "cumsum"])
+def test_box_sum_scale_is_folded_in(method):
+    x = torch.rand(1, 3, 12, 10, dtype=torch.float64)
+    torch.testing.assert_close(box_sum(x, 2, method, scale=1000.0), 1000.0 * box_sum(x, 2, method))
+    torch.testing.assert_close(box_sum(x, 0, method, scale=3.0), 3.0 * x)
+
+
 def test_box_sum_window_larger_than_image():
     x = torch.ones(1, 1, 3, 4, dtype=torch.float64)
     np.testing.assert_allclose(box_sum(x, 5, "cumsum").numpy(), np.full((1, 1, 3, 4), 12.0))
@@ -104,6 +112,38 @@ def test_neighbour_energy_keeps_channels_last_and_has_gradients():
     assert e.is_contiguous(memory_format=torch.channels_last)
     e.sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("band_bytes", [1, 300, 1 << 21])  # 2-row bands, a few bands, one band
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_neighbour_energy_difference_equals_whole_image_form(band_bytes, channels_last):
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    groups_a = [torch.rand(2, c, 13, 11, dtype=torch.float64).contiguous(memory_format=fmt) for c in (2, 3, 1)]
+    groups_b = [torch.rand(2, c, 13, 11, dtype=torch.float64).contiguous(memory_format=fmt) for c in (3, 3)]
+    want = neighbour_energy(torch.cat(groups_a, 1)) - neighbour_energy(torch.cat(groups_b, 1))
+    got = neighbour_energy_difference(groups_a, groups_b, band_bytes=band_bytes)
+    assert got.shape == (2, 6, 13, 11) and got.dtype == torch.float64
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(neighbour_energy_difference(torch.cat(groups_a, 1), groups_b[0].repeat(1, 2, 1, 1),
+                                                           band_bytes=band_bytes),
+                               neighbour_energy(torch.cat(groups_a, 1)) - neighbour_energy(groups_b[0].repeat(1, 2, 1, 1)))
+
+
+def test_neighbour_energy_difference_known_value_gradient_and_errors():
+    x = torch.tensor([[1.0, 3.0], [4.0, 8.0]]).view(1, 1, 2, 2)
+    # E(x) = [[2, 13], [25, 41]] (see the backward known values above); E(0) = 0
+    torch.testing.assert_close(neighbour_energy_difference(x, torch.zeros_like(x))[0, 0],
+                               torch.tensor([[2.0, 13.0], [25.0, 41.0]]))
+    a = torch.rand(1, 2, 5, 6, requires_grad=True)
+    d = neighbour_energy_difference([a[:, :1], a[:, 1:]], torch.rand(1, 2, 5, 6))
+    d.sum().backward()  # autograd recording: the differentiable composition
+    assert a.grad is not None and a.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="channel total"):
+        neighbour_energy_difference(torch.rand(1, 2, 4, 4), torch.rand(1, 3, 4, 4))
+    with pytest.raises(ValueError, match="non-empty"):
+        neighbour_energy_difference([], torch.rand(1, 3, 4, 4))
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+        neighbour_energy_difference(torch.rand(4, 4), torch.rand(4, 4))
 
 
 def test_spatial_frequency_activity_matches_eq_1_to_3():

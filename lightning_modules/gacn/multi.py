@@ -14,7 +14,7 @@
 For N = 2 both strategies return the pairwise soft map ``[p, 1 - p]`` (the decision volume of
 N = 2 *is* that map; the argmax would only discard the guided-filter boundary).
 
-Memory: only the reference's feature energy is kept; the others are computed and dropped two by two.
+Memory: only the reference's features are kept; the others are computed and dropped two by two.
 """
 from __future__ import annotations
 
@@ -77,17 +77,17 @@ def calibration_maps(net: GACNNet, sources: Tensor, eps: float = 1e-4) -> tuple[
     _check(sources)
     b, n = sources.shape[:2]
     ref = sources[:, 0]
-    e_ref = net.energy(ref)  # the reference's features: computed once
+    f_ref = net.features.layers(ref)  # the reference's features: computed once
     # Eval mode: two sources per feature-path call (BatchNorm uses running statistics, so the
     # result is the same; the serial strategy batches its pair the same way).
     step = 1 if net.training else 2
     finals = []
     for j in range(1, n, step):
         chunk = sources[:, j:j + step]  # [B, k, 1, H, W]
-        energies = net.energy(chunk.transpose(0, 1).reshape(-1, *chunk.shape[2:])).split(b)
-        for i, e_j in enumerate(energies):
-            src = chunk[:, i]
-            finals.append(net.decide(e_ref, e_j, ref, src).final)
+        layers = net.features.layers(chunk.transpose(0, 1).reshape(-1, *chunk.shape[2:]))
+        for i in range(chunk.shape[1]):
+            f_j = [t[i * b:(i + 1) * b] for t in layers]
+            finals.append(net.decide(net.activity(f_ref, f_j), ref, chunk[:, i]).final)
     volume = decision_volume(torch.stack(finals, 1), eps)
     if sources.shape[1] == 2:
         return volume, volume

@@ -22,36 +22,15 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mfif.ops.activity import box_sum, neighbour_energy
+from mfif.ops.activity import box_sum, neighbour_energy_difference
+from mfif.ops.conv import conv2d_activation, single_output_conv2d
 from mfif.ops.guided_filter import boundary_guided_refinement
 
 
 def _needs_grad(x: Tensor) -> bool:
     return torch.is_grad_enabled() and x.requires_grad
-
-
-def single_output_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``F.conv2d(x, weight, bias, padding=k // 2)`` for a one-output ``[1, C, k, k]`` kernel, fast.
-
-    oneDNN runs C -> 1 convolutions (the sSE gates, the last decision conv) far below its usual
-    throughput. The same sum is split in two convolutions it runs well: a ``1 x k`` convolution
-    to ``k`` channels, channel ``i`` holding kernel row ``i``, then a ``k x 1`` convolution whose
-    one-hot kernel adds channel ``i`` shifted by ``i - k // 2`` rows. Same values up to float
-    rounding (2-4x faster at 520x520 with torch 2.13 on CPU); used for inference.
-
-    Shape:
-        - x: :math:`(B, C, H, W)`; weight: :math:`(1, C, k, k)`, k odd
-        - output: :math:`(B, 1, H, W)`
-    """
-    c, k = weight.shape[1], weight.shape[-1]
-    rows = weight[0].permute(1, 0, 2).reshape(k, c, 1, k)  # [row i, C, 1, k]
-    if x.is_contiguous(memory_format=torch.channels_last):
-        rows = rows.contiguous(memory_format=torch.channels_last)
-    pick = torch.eye(k, dtype=x.dtype, device=x.device).view(1, k, k, 1)  # channel i -> kernel row i
-    return F.conv2d(F.conv2d(x, rows, padding=(0, k // 2)), pick, bias, padding=(k // 2, 0))
 
 
 class ConvReLUBN(nn.Module):
@@ -68,12 +47,12 @@ class ConvReLUBN(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels)
 
     def conv_relu(self, x: Tensor) -> Tensor:
-        """``relu(conv(x))`` (fast one-output conv when no gradient is needed)."""
-        if self.conv.out_channels == 1 and not _needs_grad(x):
-            y = single_output_conv2d(x, self.conv.weight, self.conv.bias)
-        else:
-            y = self.conv(x)
-        return self.relu(y)
+        """``relu(conv(x))``; without gradient: ReLU fused into the convolution, fast one-output conv."""
+        if _needs_grad(x):
+            return self.relu(self.conv(x))
+        if self.conv.out_channels == 1:
+            return single_output_conv2d(x, self.conv.weight, self.conv.bias, activation="relu")
+        return conv2d_activation(x, self.conv.weight, self.conv.bias, padding=1, activation="relu")
 
     def bn_affine(self) -> tuple[Tensor, Tensor]:
         """Eval-mode BatchNorm as ``a * x + b`` with per-channel ``a, b`` of shape ``[1, C, 1, 1]``."""
@@ -122,8 +101,9 @@ class SpatialSE(nn.Module):
 
     def gate(self, x: Tensor) -> Tensor:
         """Spatial excitation ``[B, 1, H, W]`` (fast one-output conv when no gradient is needed)."""
-        logit = self.conv(x) if _needs_grad(x) else single_output_conv2d(x, self.conv.weight)
-        return torch.sigmoid(logit)
+        if _needs_grad(x):
+            return torch.sigmoid(self.conv(x))
+        return single_output_conv2d(x, self.conv.weight, activation="sigmoid")
 
     def forward(self, x: Tensor) -> Tensor:
         return x * self.gate(x)
@@ -137,7 +117,8 @@ def _fast(module: nn.Module, x: Tensor) -> bool:
 class DenseFeaturePath(nn.Module):
     """Siamese feature path (Sec. 3.1.1): densely connected, no pooling, cSE after every conv.
 
-    ``c0 = cSE(conv(x))``, ``c_i = cSE(conv([c0 .. c_{i-1}]))``; output ``[c0, c1, c2, c3]``.
+    ``c0 = cSE(conv(x))``, ``c_i = cSE(conv([c0 .. c_{i-1}]))``; output ``[c0, c1, c2, c3]``
+    (:meth:`layers` returns the four layers without concatenating them, for the SF activity).
     Inference (eval, no gradient): BatchNorm is folded into the cSE rescaling, computed in place.
 
     Shape:
@@ -149,7 +130,8 @@ class DenseFeaturePath(nn.Module):
         self.blocks = nn.ModuleList(ConvReLUBN(1 if i == 0 else i * growth, growth) for i in range(num_layers))
         self.cse = nn.ModuleList(ChannelSE(growth, reduction) for _ in range(num_layers))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def layers(self, x: Tensor) -> list[Tensor]:
+        """The layer outputs ``[c0, c1, c2, c3]``, each ``[B, g, H, W]``."""
         outs: list[Tensor] = []
         fast = _fast(self, x)
         for block, se in zip(self.blocks, self.cse):
@@ -162,7 +144,10 @@ class DenseFeaturePath(nn.Module):
             else:
                 y = block(inp)
                 outs.append(y * se.scale(y))
-        return torch.cat(outs, 1)
+        return outs
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat(self.layers(x), 1)
 
 
 class DecisionPath(nn.Module):
@@ -180,12 +165,14 @@ class DecisionPath(nn.Module):
         self.sse = nn.ModuleList(SpatialSE(c, sse_kernel) for c in widths)
         self.blocks = nn.ModuleList(ConvReLUBN(cin, cout) for cin, cout in zip(widths[:-1], widths[1:]))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, overwrite_input: bool = False) -> Tensor:
+        """Pre-sigmoid map; ``overwrite_input`` lets inference reuse the input's memory."""
         if not _fast(self, x):
             for se, block in zip(self.sse, self.blocks):
                 x = block(se(x))
             return self.sse[-1](x)
-        x = x * self.sse[0].gate(x)  # inference: the activations below are fresh, updated in place
+        gate = self.sse[0].gate(x)  # inference: the activations below are fresh, updated in place
+        x = x.mul_(gate) if overwrite_input else x * gate
         for se, block in zip(self.sse[1:], self.blocks):
             r = block.conv_relu(x)
             a, b = block.bn_affine()
@@ -227,8 +214,10 @@ class GACNNet(nn.Module):
         box_method: box-sum implementation of SF and guided filter (same values; speed only).
 
     Inference speed (same outputs as the released strategy, see ``experiments/bench_gacn.py``):
-    NHWC activations, one batch for both sources, one box sum of the energy difference per pair,
-    C -> 1 convolutions split in two (:func:`single_output_conv2d`) when no gradient is needed.
+    NHWC activations, one batch for both sources, no concatenation of the 64 features (the
+    energy difference reads the four layers, in cache-sized bands of rows), one separable box
+    sum per pair with ``k`` folded in, C -> 1 convolutions split in two
+    (:func:`single_output_conv2d`) and in-place BatchNorm / gates when no gradient is needed.
     """
 
     def __init__(
@@ -259,31 +248,33 @@ class GACNNet(nn.Module):
         self.to(memory_format=torch.channels_last)
 
     # ------------------------------------------------------------------ building blocks
-    def energy(self, image: Tensor) -> Tensor:
-        """Neighbour energy ``dr^2 + dc^2`` of the 64 deep features of one source (Eqs. 1-2 before
-        the window sum), ``[B, 1, H, W] -> [B, 64, H, W]``."""
-        return neighbour_energy(self.features(image))
-
-    def pair_energy(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-        """Energies of both sources. In eval mode the two go through the path as one batch (same
-        result: BatchNorm uses running statistics); in training each source is its own batch, as
-        released (BatchNorm statistics per source)."""
+    def pair_features(self, a: Tensor, b: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """Dense-path layers ``[c0..c3]`` of both sources. In eval mode the two go through the
+        path as one batch (same result: BatchNorm uses running statistics); in training each
+        source is its own batch, as released (BatchNorm statistics per source)."""
         if self.training:
-            return self.energy(a), self.energy(b)
-        e = self.energy(torch.cat([a, b], 0))
-        return e[: a.shape[0]], e[a.shape[0]:]
+            return self.features.layers(a), self.features.layers(b)
+        n = a.shape[0]
+        layers = self.features.layers(torch.cat([a, b], 0))
+        return [t[:n] for t in layers], [t[n:] for t in layers]
 
-    def decide(self, e_a: Tensor, e_b: Tensor, a: Tensor, b: Tensor) -> PairDecision:
-        """Decision maps from the two feature energies and the gray sources (``a`` is the reference).
+    def activity(self, f_a: Tensor | list[Tensor], f_b: Tensor | list[Tensor]) -> Tensor:
+        """64-channel activity comparison ``sigmoid(k (SF_A - SF_B))`` (Sec. 3.1.1, Eqs. 1-2).
 
-        ``SF_A - SF_B = box_sum(E_A - E_B)`` (the window sum is linear): one box sum per pair.
+        ``f_a``, ``f_b``: the 64 features of each source, as a tensor or as the four dense layers.
+        SF is the raw window sum of the backward neighbour energy (released scale, no Eq. 3 root);
+        the window sum is linear, so ``SF_A - SF_B = box_sum(E_A - E_B)``: one box sum per pair,
+        with ``k`` folded into its kernel.
         """
-        sf_diff = box_sum(e_a - e_b, self.sf_radius, self.box_method)  # Eqs. 1-2 (raw sums, released)
-        if _needs_grad(sf_diff):
-            act = torch.sigmoid(self.sharpness * sf_diff)  # Sec. 3.1.1, released code: k = 1000
-        else:
-            act = sf_diff.mul_(self.sharpness).sigmoid_()
-        logits = self.sharpness * self.decision(act)  # Eq. 4
+        diff = neighbour_energy_difference(f_a, f_b)
+        return box_sum(diff, self.sf_radius, self.box_method, scale=self.sharpness, activation="sigmoid")  # k = 1000
+
+    def decide(self, act: Tensor, a: Tensor, b: Tensor) -> PairDecision:
+        """Decision maps from the activity comparison and the gray sources (``a`` is the reference).
+
+        Inference reuses ``act``'s memory (pass a tensor you no longer need).
+        """
+        logits = self.sharpness * self.decision(act, overwrite_input=True)  # Eq. 4
         initial = torch.sigmoid(logits)
         if not self.refine:
             return PairDecision(logits, initial, initial, None)
@@ -303,8 +294,7 @@ class GACNNet(nn.Module):
         if a.dim() != 4 or a.shape[1] != 1 or a.shape != b.shape:
             raise ValueError(f"GACNNet needs two gray [B, 1, H, W] sources of one shape, got "
                              f"{tuple(a.shape)} and {tuple(b.shape)}")
-        e_a, e_b = self.pair_energy(a, b)
-        return self.decide(e_a, e_b, a, b)
+        return self.decide(self.activity(*self.pair_features(a, b)), a, b)
 
 
 def fuse_pair(final: Tensor, a: Tensor, b: Tensor) -> Tensor:

@@ -1,0 +1,106 @@
+"""Figures of a benchmark program run as a sweep point: ``results.json`` and W&B.
+
+``ablations/sweep.py`` runs a sweep whose program takes flags (``${args}`` in the sweep's
+``command``: ``experiments/bench_gacn.py``, ``bench_inputs.py``, ``bench_udpnet.py``,
+``gacn_fig8.py``) as::
+
+    python PROGRAM --key=value ... [--wandb] --run_dir=<runs-root>/<sweep>/<point> --wandb_group=<sweep>
+
+Such a program declares ``--run_dir`` and ``--wandb_group`` and hands its figures to
+:func:`record`, which
+
+* writes ``<run_dir>/results.json`` atomically (the run-folder contract of
+  ``ablations/collect.py``)::
+
+      {"program": "experiments/bench_gacn.py",
+       "metrics": {"time_per_image": 0.49, ...},    # finite numbers only: what the tables read
+       "details": {...}}                             # anything else (settings, per-N rows, notes)
+
+* with ``--wandb``, logs one W&B run: ``history`` rows as steps and every metric as the summary
+  value ``test/<name>`` (what ``ablations/tables.py --source wandb`` reads), in group
+  ``--wandb_group``, named after the run folder (the point id) and stored in it.
+
+W&B mode: ``WANDB_MODE`` when set; else ``online`` under a W&B agent (it sets
+``WANDB_SWEEP_ID``); else ``offline``, the default of the training configs (``logger.mode``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+RESULTS = "results.json"
+
+
+def finite_metrics(metrics: dict) -> dict:
+    """``{name: float}`` without the values that are missing or not finite (never written as 0)."""
+    out = {}
+    for k, v in metrics.items():
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(f):
+            out[str(k)] = f
+    return out
+
+
+def write_results(run_dir: str | Path, metrics: dict, details: Optional[dict] = None,
+                  program: Optional[str] = None) -> Path:
+    """Write ``<run_dir>/results.json`` atomically; returns its path.
+
+    Args:
+        run_dir: the point's folder (created when missing).
+        metrics: figure name -> value; ``None`` / NaN values are left out.
+        details: JSON-serialisable extras (settings, per-combination rows, notes).
+        program: the program's path, for the reader.
+    """
+    from mfif.io import atomic_write_bytes
+
+    path = Path(run_dir) / RESULTS
+    doc = {"program": program, "metrics": finite_metrics(metrics), "details": details or {}}
+    atomic_write_bytes(path, (json.dumps(doc, indent=1, default=str) + "\n").encode())
+    return path
+
+
+def wandb_mode() -> str:
+    """``WANDB_MODE``, else ``online`` under a W&B agent, else ``offline`` (module docstring)."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    return "online" if os.environ.get("WANDB_SWEEP_ID") else "offline"
+
+
+def log_wandb(metrics: dict, config: dict, run_dir: Optional[str | Path] = None, group: Optional[str] = None,
+              history: Sequence[dict] = ()) -> None:
+    """One W&B run: ``history`` rows logged as steps, ``test/<metric>`` summary values."""
+    import wandb
+
+    os.environ.setdefault("WANDB_SILENT", "true")
+    folder = Path(run_dir) if run_dir else None
+    if folder:
+        folder.mkdir(parents=True, exist_ok=True)
+    run = wandb.init(project="mfif", config=config, mode=wandb_mode(), group=group,
+                     name=folder.name if folder else None, dir=str(folder) if folder else None)
+    for row in history:
+        run.log(dict(row))
+    for k, v in finite_metrics(metrics).items():
+        run.summary[f"test/{k}"] = v
+    run.finish()
+
+
+def record(args: Any, metrics: dict, program: str, details: Optional[dict] = None,
+           history: Sequence[dict] = ()) -> None:
+    """``results.json`` when ``args.run_dir`` is set, a W&B run when ``args.wandb`` is.
+
+    Args:
+        args: the program's parsed arguments (``run_dir``, ``wandb_group``, ``wandb``; the
+            whole namespace becomes the W&B config).
+        metrics: the figures the tables show, e.g. ``{"time_per_image": 0.49}``.
+        program: the program's path relative to the repository root.
+    """
+    if getattr(args, "run_dir", None):
+        print(f"wrote {write_results(args.run_dir, metrics, details, program)}")
+    if getattr(args, "wandb", False):
+        log_wandb(metrics, dict(vars(args)), args.run_dir, getattr(args, "wandb_group", None), history)
