@@ -21,12 +21,11 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import json
-import math
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ablations.grid import Point, SweepError, point_matches
-from experiments.point_results import RESULTS
+from experiments.point_results import RESULTS, finite, finite_metrics
 
 DONE = "DONE"
 DEFAULT_RUNS_ROOT = "runs/sweeps"
@@ -48,14 +47,6 @@ def mark_done(run_dir: Path, info: dict) -> None:
     atomic_write_bytes(Path(run_dir) / DONE, (json.dumps(info, indent=1) + "\n").encode())
 
 
-def _finite(v: Any) -> Optional[float]:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 def read_report_means(path: Path) -> dict:
     """The ``mean`` row of a report ``metrics.csv`` (first column = image name) as {metric: value}."""
     if not Path(path).is_file():
@@ -67,7 +58,7 @@ def read_report_means(path: Path) -> dict:
     header = rows[0]
     for r in rows[1:]:
         if r and r[0] == "mean":
-            return {m: v for m, v in ((m, _finite(x)) for m, x in zip(header[1:], r[1:])) if v is not None}
+            return {m: v for m, v in ((m, finite(x)) for m, x in zip(header[1:], r[1:])) if v is not None}
     return {}
 
 
@@ -79,8 +70,8 @@ def read_lightning_tests(path: Path) -> dict:
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             for k, v in row.items():
-                if k and k.startswith("test/") and _finite(v) is not None:
-                    out[k[len("test/"):]] = _finite(v)
+                if k and k.startswith("test/") and finite(v) is not None:
+                    out[k[len("test/"):]] = finite(v)
     return out
 
 
@@ -99,7 +90,7 @@ def read_results_json(path: Path) -> dict:
         raise SweepError(f"{path}: cannot read results ({e})") from e
     if not isinstance(doc, dict) or not isinstance(doc.get("metrics"), dict):
         raise SweepError(f"{path}: expected a JSON object with a 'metrics' mapping {{name: number}}")
-    return {k: v for k, v in ((str(k), _finite(x)) for k, x in doc["metrics"].items()) if v is not None}
+    return finite_metrics(doc["metrics"])
 
 
 def point_metrics(run_dir: Path) -> dict:
@@ -164,7 +155,7 @@ def wandb_results(sweep_name: str, points: Sequence[Point], path: Optional[str] 
         p = _run_point(run, points) if getattr(run, "state", "finished") == "finished" else None
         if p is None:
             continue
-        vals = {k[len("test/"):]: _finite(v) for k, v in dict(run.summary).items() if str(k).startswith("test/")}
+        vals = {k[len("test/"):]: finite(v) for k, v in dict(run.summary).items() if str(k).startswith("test/")}
         vals = {k: v for k, v in vals.items() if v is not None}
         if vals:
             out[p.id] = vals

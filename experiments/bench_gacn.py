@@ -214,8 +214,9 @@ def main(argv=None) -> None:
     p.add_argument("--stack_repeats", type=int, default=2, help="alternating rounds per N (minimum kept)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--wandb", action="store_true", help="log the part 2 figures to W&B (sweep table3.yaml)")
-    p.add_argument("--run_dir", default=None, help="write the part 2 figures to RUN_DIR/results.json (sweep runner)")
-    p.add_argument("--wandb_group", default=None, help="W&B group of the run (the sweep's name)")
+    from experiments.point_results import add_point_arguments
+
+    add_point_arguments(p)  # --run_dir, --wandb_group (sweep runner)
     args = p.parse_args(argv)
     retain_freed_memory()  # as our CLIs do (mfif/runtime.py); the official child keeps the default
     torch.set_num_threads(args.threads)

@@ -153,8 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = torch default)")
     p.add_argument("--out", default=None, help="output stem (default RUN_DIR/fig6, else runs/bench_inputs/fig6)")
     p.add_argument("--wandb", action="store_true", help="log images_per_s to W&B (sweep runs)")
-    p.add_argument("--run_dir", default=None, help="write the figures to RUN_DIR/results.json (sweep runner)")
-    p.add_argument("--wandb_group", default=None, help="W&B group of the run (the sweep's name)")
+    from experiments.point_results import add_point_arguments
+
+    add_point_arguments(p)  # --run_dir, --wandb_group (sweep runner)
     return p
 
 

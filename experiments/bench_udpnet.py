@@ -96,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-steps", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--wandb", action="store_true", help="log the figures to W&B (sweep ablations/udpnet/table1_cost.yaml)")
-    p.add_argument("--run_dir", default=None, help="write the figures to RUN_DIR/results.json (sweep runner)")
-    p.add_argument("--wandb_group", default=None, help="W&B group of the run (the sweep's name)")
+    from experiments.point_results import add_point_arguments
+
+    add_point_arguments(p)  # --run_dir, --wandb_group (sweep runner)
     args = p.parse_args(argv)
     if args.threads < 1 or args.size < 8 or args.runs < 1 or args.train_steps < 0:
         p.error("--threads and --runs must be >= 1, --train-steps >= 0 (0: no training timing) and --size >= 8")

@@ -146,8 +146,9 @@ def main(argv=None) -> None:
     p.add_argument("--out", default=None, help="output folder for fig8.csv, fig8.png (default RUN_DIR, else runs/gacn_fig8)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--wandb", action="store_true", help="log the curves to W&B (sweep fig8.yaml)")
-    p.add_argument("--run_dir", default=None, help="write the figures to RUN_DIR/results.json (sweep runner)")
-    p.add_argument("--wandb_group", default=None, help="W&B group of the run (the sweep's name)")
+    from experiments.point_results import add_point_arguments
+
+    add_point_arguments(p)  # --run_dir, --wandb_group (sweep runner)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out or args.run_dir or "runs/gacn_fig8")

@@ -6,7 +6,7 @@
 
     python PROGRAM --key=value ... [--wandb] --run_dir=<runs-root>/<sweep>/<point> --wandb_group=<sweep>
 
-Such a program declares ``--run_dir`` and ``--wandb_group`` and hands its figures to
+Such a program declares ``--run_dir`` and ``--wandb_group`` (:func:`add_point_arguments`) and hands its figures to
 :func:`record`, which
 
 * writes ``<run_dir>/results.json`` atomically (the run-folder contract of
@@ -34,17 +34,24 @@ from typing import Any, Optional, Sequence
 RESULTS = "results.json"
 
 
+def finite(v: Any) -> Optional[float]:
+    """``float(v)`` when it is a finite number, else None (a missing value, never 0)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
 def finite_metrics(metrics: dict) -> dict:
     """``{name: float}`` without the values that are missing or not finite (never written as 0)."""
-    out = {}
-    for k, v in metrics.items():
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(f):
-            out[str(k)] = f
-    return out
+    return {str(k): f for k, f in ((k, finite(v)) for k, v in metrics.items()) if f is not None}
+
+
+def add_point_arguments(parser) -> None:
+    """The two options the sweep runner passes to every point of a benchmark program."""
+    parser.add_argument("--run_dir", default=None, help="write the figures to RUN_DIR/results.json (sweep runner)")
+    parser.add_argument("--wandb_group", default=None, help="W&B group of the run (the sweep's name)")
 
 
 def write_results(run_dir: str | Path, metrics: dict, details: Optional[dict] = None,

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mfif.ops.conv import ACTIVATIONS, conv2d_activation
+from mfif.ops.conv import activate, conv2d_activation
 
 BoxMethod = Literal["conv", "cumsum"]
 
@@ -31,14 +31,6 @@ def _check_4d(x: Tensor, name: str) -> None:
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4:
         raise ValueError(f"{name} must have shape [B, C, H, W], got {tuple(x.shape)}")
-
-
-def _activate(x: Tensor, activation: Optional[str]) -> Tensor:
-    if activation is None:
-        return x
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be None or one of {ACTIVATIONS}, got '{activation}'")
-    return torch.relu(x) if activation == "relu" else torch.sigmoid(x)
 
 
 def box_sum(
@@ -78,7 +70,7 @@ def box_sum(
     if not isinstance(radius, int) or radius < 0:
         raise ValueError(f"radius must be a non-negative int, got {radius!r}")
     if radius == 0:
-        return _activate(x * scale if scale != 1.0 else x, activation)
+        return activate(x * scale if scale != 1.0 else x, activation)
     k = 2 * radius + 1
     if method == "conv":
         c = x.shape[1]
@@ -99,7 +91,7 @@ def box_sum(
         s = s[..., k:, :] - s[..., :-k, :]
         if scale != 1.0:
             s = s * scale
-        return _activate(s.to(x.dtype), activation)
+        return activate(s.to(x.dtype), activation)
     raise ValueError(f"method must be 'conv' or 'cumsum', got '{method}'")
 
 

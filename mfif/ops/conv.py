@@ -34,6 +34,19 @@ def _pair(v) -> list[int]:
     return [v, v] if isinstance(v, int) else [int(v[0]), int(v[1])]
 
 
+def _check_activation(activation: Optional[str]) -> None:
+    if activation is not None and activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be None or one of {ACTIVATIONS}, got '{activation}'")
+
+
+def activate(x: Tensor, activation: Optional[str]) -> Tensor:
+    """``x``, ``relu(x)`` or ``sigmoid(x)`` for ``activation`` None, ``"relu"``, ``"sigmoid"``."""
+    _check_activation(activation)
+    if activation is None:
+        return x
+    return torch.relu(x) if activation == "relu" else torch.sigmoid(x)
+
+
 def _can_fuse(x: Tensor, weight: Tensor) -> bool:
     grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     return _FUSED is not None and not grad and x.device.type == "cpu" and x.dtype == torch.float32
@@ -64,17 +77,13 @@ def conv2d_activation(
         - x: :math:`(B, C_{in}, H, W)`
         - output: :math:`(B, C_{out}, H', W')`
     """
-    if activation is not None and activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be None or one of {ACTIVATIONS}, got '{activation}'")
+    _check_activation(activation)
     if activation is not None and _can_fuse(x, weight):
         try:
             return _FUSED(x, weight, bias, _pair(padding), [1, 1], [1, 1], groups, activation, [], "")
         except RuntimeError:  # an input this build's oneDNN kernel does not take: plain path
             pass
-    y = F.conv2d(x, weight, bias, padding=padding, groups=groups)
-    if activation is None:
-        return y
-    return torch.relu(y) if activation == "relu" else torch.sigmoid(y)
+    return activate(F.conv2d(x, weight, bias, padding=padding, groups=groups), activation)
 
 
 def single_output_conv2d(
