@@ -8,8 +8,8 @@ Run-folder contract (written by ``ablations/sweep.py``, one folder per point)::
         metrics.csv       experiments/run.py's report: one row per test image + a ``mean`` row
         csv/metrics.csv   Lightning's CSV logger: ``test/<metric>`` columns
         results.json      a benchmark program's figures (programs taking flags, e.g.
-                          experiments/bench_gacn.py): ``{"metrics": {name: number}, ...}``,
-                          written by :func:`experiments.point_results.record` from ``--run_dir``
+                          ablations/gacn/table3.py): ``{"metrics": {name: number}, ...}``,
+                          written by :func:`ablations.point_results.record` from ``--run_dir``
 
 A point's values are those of all three; where two name the same value, ``results.json`` wins,
 then the report's ``mean`` row, then Lightning's ``test/*``. Values that are missing or not finite
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ablations.grid import Point, SweepError, point_matches
-from experiments.point_results import RESULTS, finite, finite_metrics
+from ablations.point_results import RESULTS, finite, finite_metrics
 
 DONE = "DONE"
 DEFAULT_RUNS_ROOT = "runs/sweeps"

@@ -231,10 +231,10 @@ def validate(sweep: Sweep, points: Sequence[Point], extra: Sequence[str] = (), p
         for key in sweep.parameters:
             if f"--{key}" not in src:
                 raise SweepError(f"{sweep.path}: parameter '{key}' is not an option of {program} (no '--{key}')")
-        for flag in POINT_FLAGS:  # declared directly or by experiments.point_results.add_point_arguments
+        for flag in POINT_FLAGS:  # declared directly or by ablations.point_results.add_point_arguments
             if flag not in src and "add_point_arguments(" not in src:
                 raise SweepError(f"{sweep.path}: {program} has no '{flag}' option: the runner passes each point's "
-                                 "folder and W&B group with it (see experiments/point_results.py)")
+                                 "folder and W&B group with it (see ablations/point_results.py)")
         return {}
     from mfif.config import ConfigError, load_config
 

@@ -40,8 +40,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-if __package__ in (None, ""):  # allow `python ablations/sweep.py` from a clone
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import yaml  # noqa: E402
 
@@ -66,7 +64,7 @@ def point_tail(sweep: Sweep, point: Point, runs_root: Path) -> list[str]:
 
     A config program gets ``run_dir=... logger.group=... logger.name=...``; a program taking
     flags gets ``--run_dir=... --wandb_group=...`` (:func:`ablations.grid.build_command` adds the
-    hyphens) and writes ``results.json`` there (``experiments/point_results.py``).
+    hyphens) and writes ``results.json`` there (``ablations/point_results.py``).
     """
     rd = point_dir(runs_root, sweep.name, point.id)
     if not sweep.takes_overrides:

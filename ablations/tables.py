@@ -26,8 +26,6 @@ from typing import Callable, Optional, Sequence
 
 import yaml
 
-if __package__ in (None, ""):  # allow `python ablations/tables.py` from a clone
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ablations.collect import DEFAULT_RUNS_ROOT, local_results, point_dir, wandb_results  # noqa: E402
 from ablations.grid import (ROOT, SweepError, load_side, load_sweep, point_matches, side_shared_sweep,  # noqa: E402

@@ -45,11 +45,6 @@ import sys
 import traceback
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    _root = str(Path(__file__).resolve().parent.parent)
-    _here = Path(__file__).resolve().parent  # drop blender/ itself: its modules are not top-level
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
-    sys.path.insert(0, _root)
 
 from blender import layout  # noqa: E402
 from blender.assets import AssetError, hdri_names, load_catalogs  # noqa: E402

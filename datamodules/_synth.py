@@ -33,7 +33,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.base import EpochShuffleSampler, FusionDataModule, collate, sample_rng
-from datamodules.benchmark import BenchmarkError, ImageReadError, _open, image_size, load_image
+from mfif.io import BenchmarkError, ImageReadError, _open, image_size, load_image
 from mfif.config import DataConfig
 from mfif.ops.colour import rgb_to_gray
 

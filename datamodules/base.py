@@ -70,7 +70,8 @@ class FusionDataModule(L.LightningDataModule):
     def benchmark_dataset(self) -> Optional[Dataset]:
         if not self.cfg.benchmark:
             return None
-        from datamodules.benchmark import BenchmarkDataset, discover_scenes
+        from mfif.scenes import discover_scenes
+        from datamodules.benchmark import BenchmarkDataset
 
         scenes = discover_scenes(self.cfg.benchmark, gt_dir=self.cfg.gt_dir)
         return BenchmarkDataset(scenes, gray=self.cfg.gray)

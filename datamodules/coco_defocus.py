@@ -43,7 +43,7 @@ from torch import Tensor
 
 from datamodules._blur import gaussian_blur
 from datamodules._synth import GeneratorDataModule, Pair, SyntheticDataConfig, SyntheticDataset, blend, read_image, resize_mask
-from datamodules.benchmark import BenchmarkError
+from mfif.io import BenchmarkError
 from mfif.registry import register_datamodule
 
 

@@ -38,7 +38,7 @@ from datamodules._synth import (
     read_image,
     resize_mask,
 )
-from datamodules.benchmark import BenchmarkError, _open
+from mfif.io import BenchmarkError, _open
 from mfif.registry import register_datamodule
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")

@@ -31,7 +31,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.base import FusionDataModule, sample_rng
-from datamodules.benchmark import BenchmarkError, _open, image_size
+from mfif.io import BenchmarkError, _open, image_size
 from datamodules._synth import epoch_train_loader, split_items
 from mfif.config import DataConfig
 from mfif.ops.colour import rgb_to_gray

@@ -42,7 +42,7 @@ from datamodules._synth import (
     read_image,
     resize_mask,
 )
-from datamodules.benchmark import BenchmarkError, load_image
+from mfif.io import BenchmarkError, load_image
 from mfif.registry import register_datamodule
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")

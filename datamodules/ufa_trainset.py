@@ -9,7 +9,7 @@ The official loader (``../shared/NOTES.md`` and the data README) resizes every i
 256 x 256 with bicubic interpolation, flips horizontally at random, and picks one level at random
 per sample, so an epoch has one sample per scene (``random_level``). With
 ``random_level=false`` every (scene, level) is one sample. Scenes are read with
-:func:`datamodules.benchmark.discover_scenes`, so any folder of ground-truth pairs works (a
+:func:`mfif.scenes.discover_scenes`, so any folder of ground-truth pairs works (a
 flat folder counts as a single level). The split is by scene, so no image is in both splits.
 """
 from __future__ import annotations
@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules._synth import crop_origin, epoch_train_loader, read_image, split_items
 from datamodules.base import FusionDataModule, sample_rng
-from datamodules.benchmark import BenchmarkError, Scene, check_scene, discover_scenes
+from mfif.io import BenchmarkError
+from mfif.scenes import Scene, check_scene, discover_scenes
 from mfif.config import DataConfig
 from mfif.registry import register_datamodule
 

@@ -4,7 +4,7 @@ Sec. IV-A: "Following [56], [60], the training set contains 66264 cropped image 
 size 60 x 60, and the test set contains 10 image pairs" of Lytro; colour images are fused on the
 Y channel of YCbCr (Sec. IV, implementation details).
 
-``data.root`` is any benchmark folder :func:`datamodules.benchmark.discover_scenes` reads (e.g.
+``data.root`` is any benchmark folder :func:`mfif.scenes.discover_scenes` reads (e.g.
 ``../shared/data/lytro``). The last ``holdout_scenes`` scenes (sorted by name) are the val/test
 scenes, returned whole (RGB or gray as stored: the module's colour policy handles them); the
 others give the training patches. Patch ``i`` is drawn from ``sample_rng(seed, i)``: a scene
@@ -27,7 +27,9 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import FusionDataModule, sample_rng
-from datamodules.benchmark import BenchmarkDataset, BenchmarkError, Scene, discover_scenes, load_image
+from mfif.io import BenchmarkError, load_image
+from mfif.scenes import Scene, discover_scenes
+from datamodules.benchmark import BenchmarkDataset
 from mfif.config import DataConfig
 from mfif.ops.colour import rgb_to_ycbcr
 from mfif.registry import register_datamodule

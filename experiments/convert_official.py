@@ -17,8 +17,6 @@ import io
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import lightning  # noqa: E402
 import torch  # noqa: E402

@@ -5,7 +5,7 @@ Example::
     python experiments/evaluate.py --sources ../shared/data/lytro \\
         --fused results/gacn --fused results/udpnet --metrics q_nmi,q_g,q_cb --out lytro.csv
 
-Scenes are discovered in ``--sources`` (``datamodules.benchmark.discover_scenes``, e.g.
+Scenes are discovered in ``--sources`` (``mfif.scenes.discover_scenes``, e.g.
 ``lytro-01-A.jpg``/``-B.jpg`` -> scene ``lytro-01``); the fused image of a scene is
 ``<scene>.<png|jpg|...>`` in each ``--fused`` folder, whose name is the method name. Writes a
 CSV (one row per method x image, one column per metric, a ``mean`` row per method, an
@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -47,7 +45,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    from datamodules.benchmark import BenchmarkError, discover_scenes
+    from mfif.io import BenchmarkError
+    from mfif.scenes import discover_scenes
     from mfif.metrics import FULL_REFERENCE_METRICS, NO_REFERENCE_METRICS, build_metric, metric_spec
     from mfif.metrics.evaluation import EvaluationError, arank, format_markdown, method_means, score_folder, write_tables
 

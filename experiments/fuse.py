@@ -19,8 +19,6 @@ import glob
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
@@ -57,7 +55,7 @@ def expand_sources(items: list[str]) -> list[Path]:
 
 def load_sources(paths: list[Path]) -> torch.Tensor:
     """Read and check the sources: ``[1, N, C, H, W]`` in [0, 1]."""
-    from datamodules.benchmark import load_image
+    from mfif.io import load_image
 
     if len(paths) < 2:
         raise FuseError(f"fusion needs at least 2 source images, got {len(paths)}: {[str(p) for p in paths]}")

@@ -20,8 +20,6 @@ import os
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # allow `python experiments/run.py` from a clone
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 

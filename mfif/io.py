@@ -1,17 +1,83 @@
-"""Writing images atomically (never a half-written file) and small table helpers."""
+"""Image files: reading (any 8/16-bit format -> float tensors, errors that name the file) and
+writing atomically (never a half-written file), plus small table helpers."""
 from __future__ import annotations
 
 import csv
 import os
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, Union
 
 import numpy as np
-from PIL import Image
+import torch
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from mfif.ops.colour import rgb_to_gray
 from mfif.viz import to_uint8
+
+PathLike = Union[str, Path]
+
+
+class BenchmarkError(ValueError):
+    """A benchmark folder, scene or image that cannot be used; the message names the file or folder."""
+
+
+class ImageReadError(BenchmarkError):
+    """An image file that is missing, unreadable or truncated."""
+
+
+# ----------------------------------------------------------------------------- reading
+def _open(path: Path) -> Image.Image:
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"image file not found: {path}")
+    try:
+        return Image.open(path)
+    except (UnidentifiedImageError, OSError) as e:
+        raise ImageReadError(f"cannot read image {path}: {e}") from e
+
+
+def image_size(path: PathLike) -> tuple[int, int]:
+    """``(width, height)`` from the file header (no decoding); errors name the file."""
+    with _open(Path(path)) as im:
+        return im.size
+
+
+def _to_tensor(im: Image.Image) -> Tensor:
+    """Decoded PIL image -> float32 ``[C, H, W]`` in [0, 1], C in {1, 3}."""
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        t = torch.from_numpy(np.asarray(im, dtype=np.float32) / 65535.0)  # 16-bit PNG/TIFF
+    elif mode == "F":
+        t = torch.from_numpy(np.asarray(im, dtype=np.float32))
+    else:  # 8-bit: L, 1, LA (alpha dropped); RGB, RGBA (alpha dropped), P, CMYK, YCbCr ...
+        im = im.convert("L" if mode in ("1", "L", "LA") else "RGB")
+        t = torch.from_numpy(np.array(im)).float().div_(255.0)
+    t = t[None] if t.dim() == 2 else t.permute(2, 0, 1)
+    return t.clamp_(0.0, 1.0).contiguous()
+
+
+def load_image(path: PathLike, gray: bool = False) -> Tensor:
+    """Read an image file as float32 ``[C, H, W]`` in [0, 1].
+
+    Gray files give C = 1, colour files C = 3 (alpha is dropped, palettes expanded, 16-bit
+    scaled by 65535). ``gray=True`` converts colour with MATLAB's rgb2gray weights.
+
+    Raises:
+        ImageReadError: missing, unreadable or truncated file (the message names it).
+    """
+    path = Path(path)
+    with _open(path) as im:
+        try:
+            im.load()
+        except (OSError, SyntaxError, ValueError) as e:  # "image file is truncated", broken data
+            raise ImageReadError(f"cannot decode image {path} (truncated or corrupt): {e}") from e
+        t = _to_tensor(im)
+    return rgb_to_gray(t) if gray else t
+
+
+# ----------------------------------------------------------------------------- writing
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

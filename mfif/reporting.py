@@ -90,7 +90,7 @@ def evaluate_folder(cfg: DictConfig, fused_dir: Path, run_dir: Path) -> dict:
 
     Writes ``run_dir/metrics.csv`` and ``.md`` (the format of ``experiments/evaluate.py``).
     """
-    from datamodules.benchmark import discover_scenes
+    from mfif.scenes import discover_scenes
     from mfif.config import ConfigError
     from mfif.metrics.evaluation import EvaluationError, score_folder, write_tables
 

@@ -4,7 +4,7 @@
 32 MiB) straight back to the kernel when it is freed, so each new large tensor of a forward pass
 (a 64 x 520 x 520 float32 activation is 69 MB) is fresh memory that page-faults on first touch:
 the kernel zeroes it page by page. On a Lytro pair with GACN that was ~0.24 s of system time per
-pair, a third of the wall time (``experiments/bench_gacn.py``). Keeping freed memory in the
+pair, a third of the wall time (``ablations/gacn/table3.py``). Keeping freed memory in the
 process heap (``M_MMAP_MAX = 0``, high ``M_TRIM_THRESHOLD``) lets later tensors reuse it: the
 same pair then runs with no page faults. Values are unchanged; the cost is that the resident
 memory stays at its peak until the process ends, which is what a fusion or evaluation job wants.

@@ -1,14 +1,12 @@
-"""Shared test set-up: import paths, offline W&B, small thread counts, the ../shared folder."""
+"""Shared test set-up: offline W&B, small thread counts, the ../shared folder."""
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+ROOT = Path(__file__).resolve().parent.parent  # tests/ is importable via pytest's `pythonpath` (pyproject)
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")

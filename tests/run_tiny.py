@@ -1,9 +1,6 @@
 """`experiments/run.py` with the tiny test method registered (used by subprocess tests; a real
 script file so Lightning's `ddp` launcher can re-execute it for the other ranks)."""
 import sys
-from pathlib import Path
-
-sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 
 import tiny_method  # noqa: E402,F401
 from experiments.run import main  # noqa: E402

@@ -110,7 +110,7 @@ def test_match_rows_needs_one_to_one(tmp_path):
 
 
 def test_flag_programs_get_hyphenated_args():
-    sw = grid.Sweep(Path("f.yaml"), "f", "experiments/bench_inputs.py", ["${env}", "${interpreter}", "${program}", "${args}"],
+    sw = grid.Sweep(Path("f.yaml"), "f", "ablations/vaeedof/fig6.py", ["${env}", "${interpreter}", "${program}", "${args}"],
                     {"method": ["gacn"], "num_inputs": [2, 3]}, ("method", "num_inputs"))
     argv = grid.build_command(sw, sw.points()[1], python="py", program="prog.py", extra=["size=64"])
     assert argv == ["py", "prog.py", "--method=gacn", "--num_inputs=3", "--size=64"]

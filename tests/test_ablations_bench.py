@@ -15,7 +15,7 @@ from PIL import Image
 
 from ablations import collect, grid, sweep as sweep_cli, tables
 from ablations.grid import SweepError
-from experiments import point_results
+from ablations import point_results
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,7 +58,8 @@ def test_wandb_mode(monkeypatch):
 
 
 def test_programs_record_their_figures(tmp_path):
-    from experiments import bench_inputs, gacn_fig8
+    from ablations.vaeedof import fig6 as bench_inputs
+    from ablations.gacn import fig8 as gacn_fig8
 
     args = Namespace(run_dir=str(tmp_path / "a"), wandb=False, wandb_group=None, size=32, device="cpu")
     bench_inputs.record_rows(args, [{"method": "gacn", "n": 3, "images_per_s": None, "images_per_cpu_s": None,

@@ -32,7 +32,6 @@ from PIL import Image
 from scipy import ndimage
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from blender import layout  # noqa: E402
 from blender.assets import (  # noqa: E402

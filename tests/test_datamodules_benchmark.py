@@ -10,16 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules.benchmark import (
-    BenchmarkDataset,
-    BenchmarkError,
-    ImageReadError,
-    Scene,
-    discover_scenes,
-    load_image,
-    read_manifest,
-    write_manifest,
-)
+from mfif.io import BenchmarkError, ImageReadError, load_image
+from mfif.scenes import Scene, discover_scenes, read_manifest, write_manifest
+from datamodules.benchmark import BenchmarkDataset
 
 DATA = Path("/work/shared/data")
 needs_shared = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data not present")

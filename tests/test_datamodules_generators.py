@@ -18,7 +18,7 @@ from scipy import ndimage as ndi
 import datamodules  # noqa: F401  (registers everything)
 from datamodules._blur import box_blur, gaussian_blur, opencv_sigma
 from datamodules._synth import is_recipe
-from datamodules.benchmark import BenchmarkError
+from mfif.io import BenchmarkError
 from datamodules.coco_defocus import defocus_spread_far
 from datamodules.gaussian_voc import near_far_pair
 from datamodules.matting_mfif import pad_order

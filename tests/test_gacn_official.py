@@ -1,5 +1,5 @@
 """Released GACN weights: strict load after key renaming, sane maps and Q_G on real Lytro pairs,
-and the same outputs as the released compute strategy (experiments/gacn_official_strategy.py)."""
+and the same outputs as the released compute strategy (lightning_modules/gacn/official_strategy.py)."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from experiments.gacn_official_strategy import OfficialProcess, OfficialStrategyGACN, official_fuse
+from lightning_modules.gacn.official_strategy import OfficialProcess, OfficialStrategyGACN, official_fuse
 from lightning_modules.gacn.module import GACN, GACNConfig
 from lightning_modules.gacn.network import GACNNet
 from lightning_modules.gacn.official import convert_state_dict, load_official, read_official

@@ -117,7 +117,7 @@ def test_q_g_is_the_yu_liu_variant(reference, ours):
 
 def test_reference_images_match_the_lytro_data(reference, shared_dir):
     """The Lytro triples' sources are the benchmark's JPEGs (README): same pixels."""
-    from datamodules.benchmark import load_image
+    from mfif.io import load_image
 
     f, s, t = reference["lytro_01_cnn"]
     a = load_image(shared_dir / "data" / "lytro" / "lytro-01-A.jpg")

@@ -12,7 +12,6 @@ ROOT = Path(__file__).resolve().parent.parent
 # page faults of the rounds after a warm-up.
 PROBE = """
 import resource, sys, torch
-sys.path.insert(0, {root!r})
 from mfif.runtime import retain_freed_memory
 applied = retain_freed_memory()
 def one_round():

@@ -96,9 +96,6 @@ def test_table3_values_reproduce_the_printed_arank():
 
 def test_smoke_run_end_to_end(tmp_path):
     """`run.py --config udpnet.yaml profile=smoke` trains, tests and writes a report."""
-    import sys
-
-    sys.path.insert(0, str(ROOT))
     from experiments.run import run
 
     n = torch.get_num_threads()

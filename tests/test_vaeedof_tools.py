@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from experiments.vaeedof_fig4 import analyse, difficulty_curve, patch_difficulty, to_patches
+from ablations.vaeedof.fig4 import analyse, difficulty_curve, patch_difficulty, to_patches
 from lightning_modules.vaeedof.health import summarize, vae_reconstruct, vae_reconstruction_report
 from lightning_modules.vaeedof.taesd import TinyVAE
 
@@ -72,7 +72,7 @@ def test_analyse_orders_methods_by_quality():
 
 
 def test_bench_inputs_records_skips_and_writes_outputs(tmp_path):
-    from experiments.bench_inputs import run, write_outputs
+    from ablations.vaeedof.fig6 import run, write_outputs
 
     rows = run(["vaeedof"], [2, 8], size=32, repeats=1, profile="smoke", device=torch.device("cpu"))
     ok, skipped = rows
@@ -90,7 +90,7 @@ def test_sweep_files_use_valid_keys():
 
     import yaml
 
-    from experiments.bench_inputs import build_parser
+    from ablations.vaeedof.fig6 import build_parser
     from mfif import registry
     from mfif.config import load_config
 

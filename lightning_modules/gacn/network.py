@@ -213,7 +213,7 @@ class GACNNet(nn.Module):
         refine: apply the boundary-guided refinement (False: final = initial).
         box_method: box-sum implementation of SF and guided filter (same values; speed only).
 
-    Inference speed (same outputs as the released strategy, see ``experiments/bench_gacn.py``):
+    Inference speed (same outputs as the released strategy, see ``ablations/gacn/table3.py``):
     NHWC activations, one batch for both sources, no concatenation of the 64 features (the
     energy difference reads the four layers, in cache-sized bands of rows), one separable box
     sum per pair with ``k`` folded in, C -> 1 convolutions split in two

@@ -2,7 +2,7 @@
 
 Used by ``experiments/evaluate.py`` and by ``run.py mode=evaluate``. A *method* is a folder of
 fused images; the fused image of scene ``name`` is ``<name>.<image ext>`` in that folder
-(scenes come from :func:`datamodules.benchmark.discover_scenes`).
+(scenes come from :func:`mfif.scenes.discover_scenes`).
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def find_fused(fused_dir: PathLike, scene_name: str) -> Path:
 
 
 def _load(path: Path) -> Tensor:
-    from datamodules.benchmark import BenchmarkError, load_image
+    from mfif.io import BenchmarkError, load_image
 
     try:
         return load_image(path)

@@ -17,7 +17,7 @@ Weights do not change speed or memory: a random VAE is used (``model.allow_rando
 
 Usage::
 
-    python experiments/bench_vaeedof.py [--threads 2] [--repeats 1] [--max-tiles 2] [--cases stack 4096]
+    python experiments/benchmarks/bench_vaeedof.py [--threads 2] [--repeats 1] [--max-tiles 2] [--cases stack 4096]
 """
 from __future__ import annotations
 
@@ -31,12 +31,10 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-STACK = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "stack_v4"
+STACK = Path("data/stack_v4")  # the GACN repository's V-4 microscope stack (Keep-Passion/GACN, data/material/V-4)
 NUM_FRAMES = 7  # Sec. 3: seven inputs
 
 

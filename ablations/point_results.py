@@ -1,8 +1,8 @@
 """Figures of a benchmark program run as a sweep point: ``results.json`` and W&B.
 
 ``ablations/sweep.py`` runs a sweep whose program takes flags (``${args}`` in the sweep's
-``command``: ``experiments/bench_gacn.py``, ``bench_inputs.py``, ``bench_udpnet.py``,
-``gacn_fig8.py``) as::
+``command``: ``ablations/gacn/table3.py``, ``ablations/vaeedof/fig6.py``, ``ablations/udpnet/table1_cost.py``,
+``ablations/gacn/fig8.py``) as::
 
     python PROGRAM --key=value ... [--wandb] --run_dir=<runs-root>/<sweep>/<point> --wandb_group=<sweep>
 
@@ -12,7 +12,7 @@ Such a program declares ``--run_dir`` and ``--wandb_group`` (:func:`add_point_ar
 * writes ``<run_dir>/results.json`` atomically (the run-folder contract of
   ``ablations/collect.py``)::
 
-      {"program": "experiments/bench_gacn.py",
+      {"program": "ablations/gacn/table3.py",
        "metrics": {"time_per_image": 0.49, ...},    # finite numbers only: what the tables read
        "details": {...}}                             # anything else (settings, per-N rows, notes)
 

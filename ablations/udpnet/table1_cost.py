@@ -2,7 +2,7 @@
 
 Usage::
 
-    python experiments/bench_udpnet.py [--threads 2] [--size 512] [--runs 3] [--device cpu]
+    python ablations/udpnet/table1_cost.py [--threads 2] [--size 512] [--runs 3] [--device cpu]
 
 * inference: ``module.fuse`` on one RGB source pair (Y-channel path, Sec. IV) under
   ``torch.inference_mode``, one warm-up, median of ``--runs``; the paper reports 0.022 s on a
@@ -22,10 +22,7 @@ import resource
 import statistics
 import sys
 import time
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
@@ -96,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-steps", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--wandb", action="store_true", help="log the figures to W&B (sweep ablations/udpnet/table1_cost.yaml)")
-    from experiments.point_results import add_point_arguments
+    from ablations.point_results import add_point_arguments
 
     add_point_arguments(p)  # --run_dir, --wandb_group (sweep runner)
     args = p.parse_args(argv)
@@ -129,11 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     print("UDPNet benchmark (paper, Table I: 0.392 M parameters, 0.022 s per 512x512 pair on a GTX 1080Ti)")
     for k, v in rows:
         print(f"  {k:<{width}}  {v}")
-    from experiments.point_results import record
+    from ablations.point_results import record
 
     # Table I columns: #Para. (M) of G (the inference model) and Time (s) per 512x512 pair
     record(args, {"params": params["G (inference model)"] / 1e6, "time": _med(inf, 0), "cpu_time": _med(inf, 1)},
-           "experiments/bench_udpnet.py", details={"parameters": params, "device": rows[0][1], "size": args.size})
+           "ablations/udpnet/table1_cost.py", details={"parameters": params, "device": rows[0][1], "size": args.size})
     return 0
 
 

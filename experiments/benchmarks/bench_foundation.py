@@ -2,7 +2,7 @@
 
 Usage::
 
-    python experiments/bench_foundation.py [--config udpnet.yaml] [--steps 20] [--threads 2]
+    python experiments/benchmarks/bench_foundation.py [--config udpnet.yaml] [--steps 20] [--threads 2]
 
 Reports (1) training steps/s of the main job in the demo profile on this machine (data
 loading included, after warm-up) and (2) ``fuse`` wall time and peak memory for one 520x520
@@ -19,8 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def train_steps_per_s(config: str, steps: int) -> tuple[float, str]:
@@ -57,8 +55,8 @@ def train_steps_per_s(config: str, steps: int) -> tuple[float, str]:
 
 
 def fuse_time(ckpt: str) -> tuple[float, float]:
-    shared = ROOT.parent / "shared/data/lytro"
-    srcs = [shared / "lytro-01-A.jpg", shared / "lytro-01-B.jpg"]
+    lytro = Path("data/lytro")  # your copy of the Lytro set, if any (else a generated pair)
+    srcs = [lytro / "lytro-01-A.jpg", lytro / "lytro-01-B.jpg"]
     tmp = Path(tempfile.mkdtemp())
     if not srcs[0].is_file():
         import numpy as np
@@ -74,9 +72,9 @@ def fuse_time(ckpt: str) -> tuple[float, float]:
             srcs.append(tmp / f"s{i}.png")
             Image.fromarray((s * 255).astype("uint8")).save(srcs[-1])
     code = (
-        "import sys,time,resource; sys.path.insert(0, %r); from experiments import fuse; t=time.perf_counter(); "
+        "import sys,time,resource; from experiments import fuse; t=time.perf_counter(); "
         "rc=fuse.main(sys.argv[1:]); print('T', time.perf_counter()-t); "
-        "print('M', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024)" % str(ROOT)
+        "print('M', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024)"
     )
     r = subprocess.run([sys.executable, "-c", code, str(srcs[0]), str(srcs[1]), "-o", str(tmp / "f.png"),
                         "--checkpoint", ckpt, "--overwrite"], capture_output=True, text=True)

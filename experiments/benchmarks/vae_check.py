@@ -7,9 +7,9 @@ images whose reconstruction PSNR is low are where the VAE, not the fusion, limit
 
 Usage::
 
-    python experiments/vae_check.py --weights taesd3_encoder.pth stack_dir/
-    python experiments/vae_check.py --weights runs/vaeedof_vae/.../best.ckpt a.jpg b.jpg --csv vae.csv
-    python experiments/vae_check.py --weights path/to/AutoencoderTiny_folder "imgs/*.png" --warn-psnr 30
+    python experiments/benchmarks/vae_check.py --weights taesd3_encoder.pth stack_dir/
+    python experiments/benchmarks/vae_check.py --weights runs/vaeedof_vae/.../best.ckpt a.jpg b.jpg --csv vae.csv
+    python experiments/benchmarks/vae_check.py --weights path/to/AutoencoderTiny_folder "imgs/*.png" --warn-psnr 30
 
 ``--weights`` takes any VAE format VAEEDOF loads (TAESD ``*_encoder.pth``, a diffusers
 ``AutoencoderTiny`` folder, a ``vaeedof_vae`` or ``vaeedof`` ``.ckpt``). Exit code 2 on bad input.
@@ -19,10 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
@@ -45,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from lightning_modules.vaeedof.weights import VAEWeightsError, load_vae_weights
 
     warn = DEFAULT_WARN_PSNR if args.warn_psnr is None else args.warn_psnr
-    from datamodules.benchmark import BenchmarkError, load_image
+    from mfif.io import BenchmarkError, load_image
 
     try:
         paths = expand_sources(args.images)

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python experiments/bench_render.py [--resolutions 256 512] [--samples 32] [--seed 0]
+    python experiments/benchmarks/bench_render.py [--resolutions 256 512] [--samples 32] [--seed 0]
         [--extrapolate 4096] [--noise] [--lighting baked|pathtraced] [--out DIR]
 
 For each resolution one full scene (n + 1 focus renders, ground truth, probe, masks/depth) is
@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from blender.assets import load_catalogs  # noqa: E402
 from blender.progress import Reporter  # noqa: E402

@@ -4,7 +4,7 @@ The paper blurs its fused test results with Gaussians of increasing standard dev
 that Q_G drops fastest - the argument for Q_G as the training loss. This script does the same:
 
 1. fused images: GACN (``--weights``, the released checkpoint or a Lightning ``.ckpt``) on every
-   scene of ``--sources`` (any benchmark folder layout, :func:`datamodules.benchmark.discover_scenes`),
+   scene of ``--sources`` (any benchmark folder layout, :func:`mfif.scenes.discover_scenes`),
    or the images already in ``--fused`` (``<scene name>.png``/``.jpg``/...);
 2. each fused image blurred with a Gaussian of sigma in ``--sigmas`` (0 = unblurred; kernel side
    ``2 * ceil(3 sigma) + 1``, reflect border, kornia);
@@ -17,7 +17,7 @@ metric, mean, relative) and ``fig8.png`` (relative value vs sigma, one line per 
 
 Usage::
 
-    python experiments/gacn_fig8.py --sources ../shared/data/lytro \\
+    python ablations/gacn/fig8.py --sources ../shared/data/lytro \\
         --weights ../shared/weights/gacn_official.pkl --out runs/gacn_fig8 [--pairs 20]
 """
 from __future__ import annotations
@@ -25,12 +25,10 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 PAPER_METRICS = ["q_g", "q_y", "q_ncie", "q_cb", "fmi_edge", "fmi_dct"]  # Sec. 4.3
 DEFAULT_SIGMAS = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0]
@@ -64,7 +62,7 @@ def build_gacn(weights: str):
 
 
 def fused_images(args, scenes) -> list[torch.Tensor]:
-    from datamodules.benchmark import load_image
+    from mfif.io import load_image
 
     if args.fused:
         out = []
@@ -87,7 +85,8 @@ def fused_images(args, scenes) -> list[torch.Tensor]:
 
 
 def run(args) -> list[dict]:
-    from datamodules.benchmark import discover_scenes, load_image
+    from mfif.io import load_image
+    from mfif.scenes import discover_scenes
     from mfif.metrics import build_metric
 
     scenes = discover_scenes(args.sources)[: args.pairs]
@@ -146,7 +145,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", default=None, help="output folder for fig8.csv, fig8.png (default RUN_DIR, else runs/gacn_fig8)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--wandb", action="store_true", help="log the curves to W&B (sweep fig8.yaml)")
-    from experiments.point_results import add_point_arguments
+    from ablations.point_results import add_point_arguments
 
     add_point_arguments(p)  # --run_dir, --wandb_group (sweep runner)
     args = p.parse_args(argv)
@@ -162,14 +161,14 @@ def record_curves(args, rows: list[dict]) -> None:
     """The curves to ``--run_dir``/results.json and W&B (the point of ablations/gacn/fig8.yaml):
     ``<metric>`` = value at the largest sigma / unblurred value (the table's row), and
     ``<metric>@<sigma>`` every point of the curve."""
-    from experiments.point_results import record
+    from ablations.point_results import record
 
     last = max(args.sigmas)
     metrics = {r["metric"]: r["relative"] for r in rows if r["sigma"] == last}
     metrics.update({f"{r['metric']}@{r['sigma']:g}": r["relative"] for r in rows})
     history = [{"sigma": s, **{f"fig8/{r['metric']}": r["relative"] for r in rows if r["sigma"] == s}}
                for s in args.sigmas]
-    record(args, metrics, "experiments/gacn_fig8.py", details={"rows": rows, "largest_sigma": last}, history=history)
+    record(args, metrics, "ablations/gacn/fig8.py", details={"rows": rows, "largest_sigma": last}, history=history)
 
 
 if __name__ == "__main__":

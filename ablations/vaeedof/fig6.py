@@ -12,9 +12,9 @@ bar plot ``<out>.png``; with ``--run_dir`` (a sweep point) also ``results.json``
 
 Usage::
 
-    python experiments/bench_inputs.py                       # all methods, N = 2..7, 512 px
-    python experiments/bench_inputs.py --methods vaeedof gacn --size 256 --device cuda
-    python experiments/bench_inputs.py --method=gacn --num_inputs=3 --wandb   # one point (W&B sweep fig6.yaml)
+    python ablations/vaeedof/fig6.py                       # all methods, N = 2..7, 512 px
+    python ablations/vaeedof/fig6.py --methods vaeedof gacn --size 256 --device cuda
+    python ablations/vaeedof/fig6.py --method=gacn --num_inputs=3 --wandb   # one point (W&B sweep fig6.yaml)
 """
 from __future__ import annotations
 
@@ -25,8 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
@@ -151,9 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default=None, help="config profile (e.g. smoke: tiny widths); default none")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = torch default)")
-    p.add_argument("--out", default=None, help="output stem (default RUN_DIR/fig6, else runs/bench_inputs/fig6)")
+    p.add_argument("--out", default=None, help="output stem (default RUN_DIR/fig6, else runs/vaeedof_fig6/fig6)")
     p.add_argument("--wandb", action="store_true", help="log images_per_s to W&B (sweep runs)")
-    from experiments.point_results import add_point_arguments
+    from ablations.point_results import add_point_arguments
 
     add_point_arguments(p)  # --run_dir, --wandb_group (sweep runner)
     return p
@@ -163,12 +161,12 @@ def record_rows(args, rows: list[dict]) -> None:
     """The figures to ``--run_dir``/results.json and W&B (a point of ablations/vaeedof/fig6.yaml):
     ``images_per_s`` and ``images_per_cpu_s`` for one (method, N), else ``<name>.<method>.N<n>``.
     A skipped (method, N) has no value: it is left out, never written as 0."""
-    from experiments.point_results import record
+    from ablations.point_results import record
 
     keys = ("images_per_s", "images_per_cpu_s")
     metrics = ({k: rows[0][k] for k in keys} if len(rows) == 1
                else {f"{k}.{r['method']}.N{r['n']}": r[k] for r in rows for k in keys})
-    record(args, metrics, "experiments/bench_inputs.py", details={"rows": rows, "size": args.size, "device": args.device},
+    record(args, metrics, "ablations/vaeedof/fig6.py", details={"rows": rows, "size": args.size, "device": args.device},
            history=[{"num_inputs": r["n"], **{k: r[k] for k in keys if r[k] is not None}} for r in rows])
 
 
@@ -186,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown method(s) {unknown}; registered: {registry.methods()}")
     inputs = [args.num_inputs] if args.num_inputs else args.inputs
-    out = Path(args.out or (Path(args.run_dir) / "fig6" if args.run_dir else "runs/bench_inputs/fig6"))
+    out = Path(args.out or (Path(args.run_dir) / "fig6" if args.run_dir else "runs/vaeedof_fig6/fig6"))
     rows = run(methods, inputs, args.size, args.repeats, args.profile, device)
     write_outputs(rows, out, args.size, device)
     print(out.with_suffix(".md").read_text())

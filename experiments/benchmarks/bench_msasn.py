@@ -14,19 +14,15 @@ The paper reports 0.089 s per Lytro pair on an RTX 3060 Ti GPU (Table 5).
 
 Usage::
 
-    python experiments/bench_msasn.py [--size 520] [--threads 2] [--repeats 3] [--variant full]
+    python experiments/benchmarks/bench_msasn.py [--size 520] [--threads 2] [--repeats 3] [--variant full]
 """
 from __future__ import annotations
 
 import argparse
 import resource
 import statistics
-import sys
 import time
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 

@@ -14,7 +14,7 @@ the marker size the number of such patches (as in Fig. 4). Writes ``<out>.csv`` 
 
 Usage::
 
-    python experiments/vaeedof_fig4.py --data-config vaeedof.yaml data.root=RENDERS \\
+    python ablations/vaeedof/fig4.py --data-config vaeedof.yaml data.root=RENDERS \\
         --checkpoint vaeedof=runs/vaeedof/.../best.ckpt --checkpoint gacn=runs/gacn/.../best.ckpt \\
         --metric lpips --patch 64 --out fig4
 """
@@ -27,8 +27,6 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402

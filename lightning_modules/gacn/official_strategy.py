@@ -1,5 +1,5 @@
 """The released GACN inference strategy, re-created op for op for the speed comparison of
-``experiments/bench_gacn.py`` (issue 11), and a child process that runs it.
+``ablations/gacn/table3.py`` (issue 11), and a child process that runs it.
 
 :class:`OfficialStrategyGACN` shares the parameters of a :class:`GACNNet` and computes what the
 released ``GACNFuseNet.forward`` + ``GACN_Fuse.fuse`` compute, the way they compute it: autograd

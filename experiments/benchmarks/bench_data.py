@@ -12,7 +12,7 @@ Builds stand-in folders in the public sets' layouts with images of the real sets
 
 Usage::
 
-    python experiments/bench_data.py [--images 24] [--samples 48] [--batch 16] [--model-steps-per-s R]
+    python experiments/benchmarks/bench_data.py [--images 24] [--samples 48] [--batch 16] [--model-steps-per-s R]
 
 With ``--model-steps-per-s`` (training steps/s of the slowest model at its batch size) the table
 also prints how many times faster than training the data path is (>1: never the bottleneck).
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +30,6 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import datamodules  # noqa: E402,F401
 from datamodules.base import collate, sample_rng  # noqa: E402

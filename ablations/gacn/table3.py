@@ -6,7 +6,7 @@ Eq. 5 fusion of the RGB sources):
 
 * ``ours``: :class:`lightning_modules.gacn.module.GACN` ``fuse`` under ``torch.inference_mode``,
   in this process, with the allocator setting of the project's CLIs (:mod:`mfif.runtime`);
-* ``official strategy``: :class:`experiments.gacn_official_strategy.OfficialStrategyGACN`, the
+* ``official strategy``: :class:`lightning_modules.gacn.official_strategy.OfficialStrategyGACN`, the
   released ``GACNFuseNet.forward`` + ``GACN_Fuse.fuse`` compute strategy re-created op for op with
   the *same weights*, run in a child process with the released code's process settings (default
   allocator; ``--official_allocator tuned`` gives it ours: the algorithm-only comparison). It
@@ -27,19 +27,18 @@ memory: ``ru_maxrss``.
 
 Usage::
 
-    python experiments/bench_gacn.py --weights ../shared/weights/gacn_official.pkl \\
+    python ablations/gacn/table3.py --weights ../shared/weights/gacn_official.pkl \\
         --lytro ../shared/data/lytro --stack ../shared/data/stack_v4 [--pairs 20] [--threads 2]
 
 Table 3 sweep form (``ablations/gacn/table3.yaml``, one point per strategy and N)::
 
-    python experiments/bench_gacn.py --stack DIR --strategy=serial --num_images=16 --wandb
+    python ablations/gacn/table3.py --stack DIR --strategy=serial --num_images=16 --wandb
 """
 from __future__ import annotations
 
 import argparse
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -48,10 +47,9 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lightning_modules.gacn.module import GACN, GACNConfig  # noqa: E402
-from experiments.gacn_official_strategy import OfficialProcess  # noqa: E402
+from lightning_modules.gacn.official_strategy import OfficialProcess  # noqa: E402
 from mfif.config import DataConfig, ExperimentConfig  # noqa: E402
 from mfif.runtime import retain_freed_memory  # noqa: E402
 
@@ -186,14 +184,14 @@ def record_stack(args, res: dict) -> None:
     """Part 2 figures to ``--run_dir``/results.json and W&B (a point of ablations/gacn/table3.yaml):
     ``time_per_image`` (wall) and ``cpu_time_per_image`` for one (N, strategy), else one pair of
     keys ``<name>.<strategy>.N<n>`` per combination."""
-    from experiments.point_results import record
+    from ablations.point_results import record
 
     rows = [{"num_images": n, "strategy": s, "time_per_image": v["wall"], "cpu_time_per_image": v["cpu"]}
             for (n, s), v in res.items()]
     keys = ("time_per_image", "cpu_time_per_image")
     metrics = ({k: rows[0][k] for k in keys} if len(rows) == 1
                else {f"{k}.{r['strategy']}.N{r['num_images']}": r[k] for r in rows for k in keys})
-    record(args, metrics, "experiments/bench_gacn.py", details={"rows": rows, "threads": args.threads},
+    record(args, metrics, "ablations/gacn/table3.py", details={"rows": rows, "threads": args.threads},
            history=[{k: r[k] for k in ("num_images", *keys)} for r in rows])
 
 
@@ -214,7 +212,7 @@ def main(argv=None) -> None:
     p.add_argument("--stack_repeats", type=int, default=2, help="alternating rounds per N (minimum kept)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--wandb", action="store_true", help="log the part 2 figures to W&B (sweep table3.yaml)")
-    from experiments.point_results import add_point_arguments
+    from ablations.point_results import add_point_arguments
 
     add_point_arguments(p)  # --run_dir, --wandb_group (sweep runner)
     args = p.parse_args(argv)

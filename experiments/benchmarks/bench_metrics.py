@@ -5,7 +5,7 @@ simple decision-map fusion; ``--fusion average`` for the plain mean), then every
 scores it. Reports seconds per pair per metric, the total, and peak memory (Python heap via
 ``tracemalloc`` and process max RSS via ``resource``).
 
-    python experiments/bench_metrics.py [--data ../shared/data/lytro] [--pairs 20]
+    python experiments/benchmarks/bench_metrics.py [--data ../shared/data/lytro] [--pairs 20]
         [--metrics q_g,...] [--threads 2] [--json out.json]
 """
 from __future__ import annotations
@@ -19,9 +19,6 @@ import time
 import tracemalloc
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -40,7 +37,7 @@ def fuse_pair(sources: torch.Tensor, mode: str) -> torch.Tensor:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "lytro"))
+    p.add_argument("--data", default="data/lytro")
     p.add_argument("--pairs", type=int, default=20)
     p.add_argument("--metrics", default=None, help="comma-separated (default: every no-reference metric)")
     p.add_argument("--fusion", choices=("laplacian", "average"), default="laplacian")
@@ -51,7 +48,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="also write the figures as JSON")
     args = p.parse_args(argv)
 
-    from datamodules.benchmark import discover_scenes, load_image
+    from mfif.io import load_image
+    from mfif.scenes import discover_scenes
     from mfif.metrics import NO_REFERENCE_METRICS, build_metric
 
     if args.threads > 0:

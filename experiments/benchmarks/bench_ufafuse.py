@@ -3,8 +3,8 @@
 Paper (Table V, Sec. IV-C): 0.26 s per image on a GTX 2070 Super GPU; 455,111 parameters in
 the released checkpoint. Example::
 
-    python experiments/bench_ufafuse.py --threads 2 --runs 3
-    python experiments/bench_ufafuse.py --lytro ../shared/data/lytro --pairs 3 --device cuda
+    python experiments/benchmarks/bench_ufafuse.py --threads 2 --runs 3
+    python experiments/benchmarks/bench_ufafuse.py --lytro ../shared/data/lytro --pairs 3 --device cuda
 
 Inputs: the first ``--pairs`` Lytro pairs (``lytro-NN-A/B.jpg``, 520x520) when ``--lytro`` exists,
 else random 520x520 RGB pairs (timing of a fully convolutional net does not depend on content).
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -27,8 +26,6 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from lightning_modules.ufafuse.module import UFAFuseConfig, UFAFuseModule  # noqa: E402
 from mfif.config import DataConfig, ExperimentConfig  # noqa: E402
@@ -55,8 +52,8 @@ def load_pairs(folder: Path, n: int, size: int) -> list[torch.Tensor]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--lytro", default=str(ROOT.parent / "shared" / "data" / "lytro"), help="Lytro folder")
-    p.add_argument("--weights", default=str(ROOT.parent / "shared" / "weights" / "ufa_official.pth"),
+    p.add_argument("--lytro", default="data/lytro", help="Lytro folder")
+    p.add_argument("--weights", default="weights/ufa_official.pth",
                    help="official weights (optional; timing is the same with random weights)")
     p.add_argument("--pairs", type=int, default=2, help="number of pairs to time")
     p.add_argument("--runs", type=int, default=3, help="timed passes per pair (median reported)")

@@ -1,0 +1,1 @@
+"""gacn programs (run as scripts; importable for tests)."""

@@ -1,0 +1,1 @@
+"""msasn programs (run as scripts; importable for tests)."""

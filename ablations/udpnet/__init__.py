@@ -1,0 +1,1 @@
+"""udpnet programs (run as scripts; importable for tests)."""

@@ -1,0 +1,1 @@
+"""ufafuse programs (run as scripts; importable for tests)."""

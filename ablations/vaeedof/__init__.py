@@ -1,0 +1,1 @@
+"""vaeedof programs (run as scripts; importable for tests)."""

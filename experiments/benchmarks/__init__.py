@@ -1,0 +1,1 @@
+"""benchmarks programs (run as scripts; importable for tests)."""
