@@ -4,7 +4,10 @@ Run-folder contract (written by ``ablations/sweep.py``, one folder per point)::
 
     <runs-root>/<sweep name>/<point id>/
         DONE              written atomically after the point succeeded (the runner skips it next time)
-        log.txt           stdout + stderr of the point
+        point.json        the point's parameters and your key=value settings, written when it starts
+        LOCK              held (flock) by the runner running the point: PID and host (ablations/runner.py)
+        log.txt           stdout + stderr of the point (appended to by every attempt)
+        checkpoints/      a training point's checkpoints: an unfinished point resumes from last.ckpt
         metrics.csv       experiments/run.py's report: one row per test image + a ``mean`` row
         csv/metrics.csv   Lightning's CSV logger: ``test/<metric>`` columns
         results.json      a benchmark program's figures (programs taking flags, e.g.
@@ -28,6 +31,7 @@ from ablations.grid import Point, SweepError, point_matches
 from ablations.point_results import RESULTS, finite, finite_metrics
 
 DONE = "DONE"
+POINT = "point.json"
 DEFAULT_RUNS_ROOT = "runs/sweeps"
 
 
@@ -45,6 +49,29 @@ def mark_done(run_dir: Path, info: dict) -> None:
 
     info = {"finished": _dt.datetime.now().isoformat(timespec="seconds"), **info}
     atomic_write_bytes(Path(run_dir) / DONE, (json.dumps(info, indent=1) + "\n").encode())
+
+
+def write_point_info(run_dir: Path, info: dict) -> None:
+    """Write ``point.json`` (the parameters a point runs with) atomically."""
+    from mfif.io import atomic_write_bytes
+
+    atomic_write_bytes(Path(run_dir) / POINT, (json.dumps(info, indent=1, default=str) + "\n").encode())
+
+
+def read_point_info(run_dir: Path) -> dict:
+    """The ``point.json`` of a run folder ({} when missing or unreadable)."""
+    try:
+        info = json.loads((Path(run_dir) / POINT).read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def last_checkpoint(run_dir: Path) -> Optional[Path]:
+    """The newest ``checkpoints/last*.ckpt`` or SLURM requeue ``hpc_ckpt_*.ckpt`` of a run folder, or None."""
+    run_dir = Path(run_dir)
+    cands = [*run_dir.glob("hpc_ckpt_*.ckpt"), *(run_dir / "checkpoints").glob("last*.ckpt")]
+    return max(cands, key=lambda p: p.stat().st_mtime) if cands else None
 
 
 def read_report_means(path: Path) -> dict:

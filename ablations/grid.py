@@ -1,10 +1,13 @@
-"""Sweep files: parse a W&B grid sweep, expand it into points, name, validate and match them.
+"""Sweep files: parse a W&B sweep, expand a grid into points, name, validate and match them.
 
-A sweep file (``ablations/<paper>/<table>.yaml``) is a W&B sweep with ``method: grid``; its
-``parameters`` give each key either ``values: [...]`` (a grid axis) or ``value: x`` (a constant).
-The grid is the cartesian product of the axes in file order (the first axis varies slowest), so
-point ``i`` is the same point on every machine: the local runner, the SLURM array task ``i`` and
-the table builder all agree without talking to each other.
+A sweep file (``ablations/<paper>/<table>.yaml``) is a W&B sweep, checked against W&B's own
+schema (:mod:`ablations.engine`). A paper table is a ``method: grid`` sweep whose ``parameters``
+give each key either ``values: [...]`` (a grid axis) or ``value: x`` (a constant). The grid is
+the cartesian product of the axes in file order (the first axis varies slowest), so point ``i``
+is the same point on every machine: the local runner, the SLURM array task ``i`` and the table
+builder all agree without talking to each other. ``method: random | bayes`` sweeps (distributions
+such as ``{min: 0, max: 1}``) have no fixed points: W&B's engine proposes them one batch at a
+time (:func:`ablations.engine.propose`).
 
 Values are turned into ``key=value`` exactly as the W&B agent does (``f"{key}={value}"``), so a
 local run and an online run of the same point receive the same strings.
@@ -61,9 +64,12 @@ class Sweep:
     name: str
     program: str
     command: list
-    parameters: dict  # key -> list of values (a constant is a one-element list)
-    varying: tuple  # keys given with ``values``
+    parameters: dict  # key -> list of values (a constant is a one-element list); None: a distribution
+    varying: tuple  # keys given with ``values`` (or a distribution)
     metric: Optional[dict] = None
+    method: str = "grid"  # grid | random | bayes
+    run_cap: Optional[int] = None  # W&B's ``run_cap``: how many points a random/bayes sweep runs
+    doc: Optional[dict] = None  # the file's mapping, as W&B's engine reads it
 
     @property
     def takes_overrides(self) -> bool:
@@ -77,6 +83,14 @@ class Sweep:
         return cmd[cmd.index("--config") + 1] if "--config" in cmd[:-1] else None
 
     def points(self) -> list[Point]:
+        """The grid points in grid order.
+
+        Raises:
+            SweepError: a ``random``/``bayes`` sweep (its points come from W&B's engine).
+        """
+        if self.method != "grid":
+            raise SweepError(f"{self.path}: a {self.method} sweep has no fixed grid; W&B's sweep engine proposes "
+                             "its points as it runs (ablations/engine.py)")
         keys = list(self.parameters)
         combos = list(itertools.product(*(self.parameters[k] for k in keys)))
         ids = _unique_ids([point_slug({k: c[i] for i, k in enumerate(keys) if k in self.varying}) for c in combos], combos)
@@ -126,27 +140,36 @@ def _read_yaml(path: Path) -> dict:
 
 
 def load_sweep(path: str | Path) -> Sweep:
-    """Parse and check a W&B grid sweep file.
+    """Parse and check a W&B sweep file (``method: grid``, ``random`` or ``bayes``).
 
     Raises:
-        SweepError: not a grid sweep, a parameter without ``values``/``value``, an empty axis,
+        SweepError: another method, a grid parameter without ``values``/``value``, an empty axis,
             a YAML null value (write the string ``"null"``: W&B would pass ``None``), an unknown
-            ``${macro}`` in ``command``; the message names the file and key.
+            ``${macro}`` in ``command``, anything W&B's schema refuses; the message names the
+            file and key.
     """
+    from ablations.engine import METHODS, check_schema
+
     path = Path(path)
     d = _read_yaml(path)
     for key in ("name", "parameters"):
         if not d.get(key):
             raise SweepError(f"{path}: missing '{key}'")
-    if d.get("method") != "grid":
-        raise SweepError(f"{path}: method is '{d.get('method')}'; only 'grid' sweeps expand locally "
-                         "(random/bayes need the W&B agent)")
+    method = d.get("method")
+    if method not in METHODS:
+        raise SweepError(f"{path}: method is '{method}'; the runner knows {list(METHODS)} "
+                         "(grid for the paper tables)")
     if not isinstance(d["parameters"], dict):
         raise SweepError(f"{path}: 'parameters' must be a mapping of key -> {{values: [...]}} or {{value: x}}")
     params, varying = {}, []
     for key, spec in d["parameters"].items():
+        if method != "grid" and isinstance(spec, dict) and "values" not in spec and "value" not in spec:
+            params[str(key)] = None  # a distribution: the engine samples it
+            varying.append(str(key))
+            continue
         if not isinstance(spec, dict) or ("values" in spec) == ("value" in spec):
-            raise SweepError(f"{path}: parameter '{key}' needs exactly one of 'values' (a list) or 'value'")
+            raise SweepError(f"{path}: parameter '{key}' needs exactly one of 'values' (a list) or 'value'"
+                             + (" (distributions such as {min, max} need method: random or bayes)" if method == "grid" else ""))
         vals = spec["values"] if "values" in spec else [spec["value"]]
         if "values" in spec:
             varying.append(key)
@@ -169,7 +192,11 @@ def load_sweep(path: str | Path) -> Sweep:
     if _SAFE.search(name):
         raise SweepError(f"{path}: sweep name '{name}' must use only letters, digits, '.', '_' and '-' "
                          "(it names the run folder and the W&B group)")
-    return Sweep(path, name, str(d.get("program") or DEFAULT_PROGRAM), command, params, tuple(varying), d.get("metric"))
+    check_schema(d, str(path))  # what `wandb sweep` would refuse, refused here too
+    if method == "bayes" and not (d.get("metric") or {}).get("name"):
+        raise SweepError(f"{path}: a bayes sweep needs 'metric: {{name: test/<metric>, goal: maximize|minimize}}'")
+    return Sweep(path, name, str(d.get("program") or DEFAULT_PROGRAM), command, params, tuple(varying),
+                 d.get("metric"), method, d.get("run_cap"), d)
 
 
 def resolve_program(program: str | Path) -> Path:
@@ -214,12 +241,13 @@ def register_program(program: Path) -> None:
 
 
 def validate(sweep: Sweep, points: Sequence[Point], extra: Sequence[str] = (), program: Optional[Path] = None,
-             tail: Optional[Callable[[Point], Sequence[str]]] = None) -> dict:
+             tail: Optional[Callable[[Point], Sequence[str]]] = None, trusted: bool = False) -> dict:
     """Check every point before anything runs; returns ``{point id: merged config}`` (config sweeps).
 
     Config sweeps (``${args_no_hyphens}``): each point's overrides, then ``extra``, then
-    ``tail(point)`` go through the real schema (:func:`mfif.config.load_config`), no training.
-    Other programs (``${args}``): each parameter, and the ``--run_dir`` / ``--wandb_group`` the
+    ``tail(point)`` go through the real schema (:func:`mfif.config.load_config`: names and types),
+    then :func:`check_values` (import hooks refused unless ``trusted``, metric names, the choices
+    the module, data module and optimiser check when they are built), no training. Other programs (``${args}``): each parameter, and the ``--run_dir`` / ``--wandb_group`` the
     local runner appends (:data:`POINT_FLAGS`), must appear as ``--<key>`` in the program's source.
 
     Raises:
@@ -236,18 +264,66 @@ def validate(sweep: Sweep, points: Sequence[Point], extra: Sequence[str] = (), p
                 raise SweepError(f"{sweep.path}: {program} has no '{flag}' option: the runner passes each point's "
                                  "folder and W&B group with it (see ablations/point_results.py)")
         return {}
-    from mfif.config import ConfigError, load_config
+    from mfif.config import load_config
 
     if not sweep.config:
         raise SweepError(f"{sweep.path}: the command has ${{args_no_hyphens}} but no '--config <file>'")
     register_program(program)
-    cfgs = {}
+    cfgs, checked = {}, set()
     for p in points:
         try:
             cfgs[p.id] = load_config(sweep.config, [*p.args(), *extra, *(tail(p) if tail else ())])
-        except (ConfigError, KeyError) as e:
-            raise SweepError(f"{sweep.path}: point '{p.id}' ({' '.join(p.args())}): {e}") from e
+            check_values(cfgs[p.id], checked, trusted, source=f"{sweep.path}")
+        except VALUE_ERRORS as e:
+            msg = str(e.args[0] if isinstance(e, KeyError) and e.args else e).splitlines()[0]  # one line
+            raise SweepError(f"{sweep.path}: point '{p.id}' ({' '.join(p.args())}): {msg}") from e
     return cfgs
+
+
+#: what building a module / data module / optimiser raises for a bad value (a bad choice, a
+#: missing file, an import hook that does not import); anything else is not the config's fault
+VALUE_ERRORS = (ValueError, KeyError, TypeError, FileNotFoundError, ImportError, NotImplementedError)
+
+
+def check_values(cfg, seen: Optional[set] = None, trusted: bool = False, source: str = "the config") -> None:
+    """Check the values of a merged config that its types cannot: no import hook (a ``*_target``
+    key would import and run code while the module is built) unless ``trusted``, every metric
+    name is registered, and the paper module (on the ``meta`` device: no memory, no weights, no metric
+    networks), its optimiser and LR schedule and the data module build from it, as
+    ``experiments/run.py`` would build them first thing.
+
+    Args:
+        cfg: a config from :func:`mfif.config.load_config`.
+        seen: keys of configs already checked (points that differ only in paths, names or
+            logging are built once).
+        trusted: the user trusts the sweep file's import hooks (``--trust-config``).
+        source: where the config comes from, for the import-hook message.
+
+    Raises:
+        One of :data:`VALUE_ERRORS` from the code that refuses the value (its message names it).
+    """
+    import copy
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from mfif import registry
+    from mfif.config import check_import_hooks
+    from mfif.metrics import metric_spec
+
+    check_import_hooks(cfg, source, trusted)
+    for name in cfg.metrics:
+        metric_spec(name)  # KeyError naming the known metrics
+    key = OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, ["method", "model", "optim", "data", "trainer", "ema"]))
+    if seen is not None and key in seen:
+        return
+    probe = copy.deepcopy(cfg)
+    probe.metrics = []
+    with torch.device("meta"):
+        registry.method_class(probe.method)(probe).configure_optimizers()
+    registry.datamodule_class(probe.data.name)(probe.data)
+    if seen is not None:
+        seen.add(key)
 
 
 def _norm(v: Any):

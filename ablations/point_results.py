@@ -48,10 +48,68 @@ def finite_metrics(metrics: dict) -> dict:
     return {str(k): f for k, f in ((k, finite(v)) for k, v in metrics.items()) if f is not None}
 
 
-def add_point_arguments(parser) -> None:
-    """The two options the sweep runner passes to every point of a benchmark program."""
+def add_point_arguments(parser, smoke: Optional[dict] = None) -> None:
+    """The options the sweep runner passes to every point of a benchmark program.
+
+    Args:
+        parser: the program's ``argparse`` parser.
+        smoke: what ``--profile smoke`` sets (the sweep runner passes it with ``profile=smoke``):
+            ``{dest: value}``, a value may be a callable ``f(args) -> value`` (e.g.
+            :func:`builtin_scenes_option`). Smoke values replace the given ones in
+            :func:`apply_profile`, so the point runs in seconds on built-in data, without weight
+            files. Without ``smoke`` the program has no ``--profile`` option.
+    """
     parser.add_argument("--run_dir", default=None, help="write the figures to RUN_DIR/results.json (sweep runner)")
     parser.add_argument("--wandb_group", default=None, help="W&B group of the run (the sweep's name)")
+    if smoke is not None:
+        parser.add_argument("--profile", choices=["smoke"], default=None,
+                            help="smoke: seconds on built-in data with random weights (" +
+                                 ", ".join(f"{k}={'built-in' if callable(v) else v}" for k, v in smoke.items()) + ")")
+        parser.set_defaults(_smoke_profile=dict(smoke))
+
+
+def apply_profile(args: Any) -> Any:
+    """With ``--profile smoke``, set the program's smoke values (see :func:`add_point_arguments`)."""
+    smoke = getattr(args, "_smoke_profile", None)
+    if getattr(args, "profile", None) == "smoke" and smoke:
+        for key, value in smoke.items():
+            setattr(args, key, value(args) if callable(value) else value)
+        print("profile=smoke: " + ", ".join(f"{k}={getattr(args, k)}" for k in smoke), flush=True)
+    return args
+
+
+def write_builtin_scenes(folder: str | Path, scenes: int = 2, size: int = 48, sources: int = 2) -> Path:
+    """Write focus sets of the built-in data (``datamodules.default``, test split: photos that ship
+    with scikit-image) as a benchmark folder: ``smoke-NN-A.png``, ``-B.png`` ..., the ground truth
+    ``smoke-NN-GT.png`` (found by :func:`mfif.scenes.discover_scenes`) and ``fused/smoke-NN.png``
+    (the ground truth again: a stand-in for a folder of fused results). Returns ``folder``."""
+    from datamodules.default import DefaultDataConfig, DefaultFocusDataset
+    from mfif.io import save_image
+
+    folder = Path(folder)
+    ds = DefaultFocusDataset(DefaultDataConfig(num_test=scenes, test_size=size, num_sources=sources), "test")
+    for i in range(scenes):
+        item = ds[i]
+        for k, src in enumerate(item["sources"]):
+            save_image(src, folder / f"smoke-{i:02d}-{chr(ord('A') + k)}.png")
+        save_image(item["gt"], folder / f"smoke-{i:02d}-GT.png")
+        save_image(item["gt"], folder / "fused" / f"smoke-{i:02d}.png")
+    return folder
+
+
+def builtin_scenes_option(part: str = "", scenes: int = 2, size: int = 48, sources: int = 2):
+    """A smoke value for :func:`add_point_arguments`: built-in scenes written once to
+    ``<run_dir or a temporary folder>/smoke_data/`` (``part``: a sub-path such as ``fused``)."""
+
+    def make(args: Any) -> str:
+        import tempfile
+
+        base = Path(getattr(args, "run_dir", None) or tempfile.mkdtemp(prefix="mfif-smoke-")) / f"smoke_data_{sources}"
+        if not (base / "fused").is_dir():
+            write_builtin_scenes(base, scenes, size, sources)
+        return str(base / part) if part else str(base)
+
+    return make
 
 
 def write_results(run_dir: str | Path, metrics: dict, details: Optional[dict] = None,

@@ -1,4 +1,4 @@
-"""Run a W&B grid sweep file locally (resumable), on SLURM (array job) or online (W&B agent).
+"""Run a W&B sweep file locally (resumable), on SLURM (array job) or online (W&B agent).
 
 One sweep file, three ways to run it (details and a worked example in ``ablations/README.md``)::
 
@@ -21,132 +21,47 @@ Each point runs as ``python experiments/run.py --config <cfg from the command> <
 <your key=value> run_dir=<runs-root>/<sweep name>/<point id> logger.group=<sweep name>
 logger.name=<point id>``; a benchmark program taking flags (``${args}``) runs as ``python PROGRAM
 --key=value ... --run_dir=<that folder> --wandb_group=<sweep name>`` and writes its figures to
-``<run_dir>/results.json``. Every point's overrides are checked against the real config schema
-(a benchmark's keys against its ``--options``) before anything runs. A point whose run folder has
-a ``DONE`` marker is skipped; a failed point is reported (exit code and ``<run_dir>/log.txt``)
-and the others go on; the exit code is 1 when any point failed, 2 for a bad sweep file or key.
+``<run_dir>/results.json``. The sweep file is checked against W&B's schema and every point
+against the real config schema and values (a benchmark's keys against its ``--options``) before
+anything runs (:mod:`ablations.local`). A point whose run folder has a ``DONE`` marker is skipped;
+a failed point is reported (exit code and ``<run_dir>/log.txt``) and the others go on; Ctrl-C
+stops the running points and starts no other (:mod:`ablations.runner`). ``method: random |
+bayes`` sweeps run through W&B's engine (``--count N``, :mod:`ablations.engine`). Exit code: 0
+when every point is done, 1 when one failed, was stopped or is run by another runner, 2 for a
+bad sweep file, key or value, 128 + N after signal N.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import subprocess
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+import yaml
 
-import yaml  # noqa: E402
-
-from ablations.collect import DEFAULT_RUNS_ROOT, has_test_metrics, is_done, mark_done, point_dir  # noqa: E402
-from ablations.grid import Point, Sweep, SweepError, build_command, load_sweep, resolve_program, validate  # noqa: E402
+from ablations.collect import DEFAULT_RUNS_ROOT, is_done, point_dir
+from ablations.grid import Point, Sweep, SweepError, load_sweep, resolve_program
+from ablations.local import needs_test_metrics, plan_points, point_tail, run_points, run_search  # noqa: F401
+from ablations.runner import Result
 
 _PY = "\0PYTHON\0"  # placeholder for the interpreter in SLURM scripts (``$PYTHON`` there)
+#: exit codes of a local run stopped by a signal (the shell's 128 + signal number)
+STOP_EXIT = {2: 130, 15: 143, 1: 129}
 
 
-@dataclass
-class Outcome:
-    point: Point
-    status: str  # done | skipped | failed
-    returncode: Optional[int]
-    seconds: float
-    log: Path
-    note: str = ""
-
-
-def point_tail(sweep: Sweep, point: Point, runs_root: Path) -> list[str]:
-    """Settings every point gets last: its fixed folder and W&B group (and name, for configs).
-
-    A config program gets ``run_dir=... logger.group=... logger.name=...``; a program taking
-    flags gets ``--run_dir=... --wandb_group=...`` (:func:`ablations.grid.build_command` adds the
-    hyphens) and writes ``results.json`` there (``ablations/point_results.py``).
-    """
-    rd = point_dir(runs_root, sweep.name, point.id)
-    if not sweep.takes_overrides:
-        return [f"run_dir={rd}", f"wandb_group={sweep.name}"]
-    return [f"run_dir={rd}", f"logger.group={sweep.name}", f"logger.name={point.id}"]
-
-
-def needs_test_metrics(cfg) -> bool:
-    """A fit/test run is complete only once it has test metrics (an interrupted fit exits 0);
-    a benchmark program (no config) only once it has written ``results.json``."""
-    return cfg is None or cfg.mode in ("fit", "test")
-
-
-def run_point(argv: list[str], run_dir: Path, check_tests: bool) -> tuple[int, str]:
-    """Run one point with stdout + stderr in ``<run_dir>/log.txt``; returns (exit code, note)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(run_dir / "log.txt", "w") as log:
-        log.write(f"$ {shlex.join(argv)}\n")
-        log.flush()
-        rc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
-    try:
-        if rc == 0 and check_tests and not has_test_metrics(run_dir):
-            return 1, "exit 0 but no test metrics or results (interrupted?)"
-    except SweepError as e:  # an unreadable results.json
-        return 1, str(e)
-    return rc, ""
-
-
-def _done_with_other_settings(run_dir: Path, extra: Sequence[str]) -> Optional[list]:
-    """The ``key=value`` a DONE point was run with, when they differ from ``extra`` (else None)."""
-    try:
-        info = json.loads((run_dir / "DONE").read_text())
-    except (OSError, ValueError):
-        return None
-    return info["extra"] if "extra" in info and info["extra"] != list(extra) else None
-
-
-def run_local(sweep: Sweep, points: Sequence[Point], argvs: dict, runs_root: Path, workers: int,
-              check: dict, extra: Sequence[str] = ()) -> list[Outcome]:
-    """Run the points not yet ``DONE``, ``workers`` at a time; never stops at a failure."""
-    outcomes, todo = {}, []
-    for p in points:
-        rd = point_dir(runs_root, sweep.name, p.id)
-        if is_done(rd):
-            outcomes[p.id] = Outcome(p, "skipped", None, 0.0, rd / "log.txt", "DONE marker")
-            other = _done_with_other_settings(rd, extra)
-            if other is not None:
-                print(f"warning: {p.id} is DONE from a run with {other or 'no key=value'}, not {list(extra)}; "
-                      f"skipped (use another --runs-root, or delete {rd / 'DONE'} to run it again)", flush=True)
-        else:
-            todo.append(p)
-    n = len(points)
-    print(f"sweep {sweep.name}: {n} points, {n - len(todo)} already done, running {len(todo)} "
-          f"({workers} at a time) under {runs_root / sweep.name}", flush=True)
-
-    def one(p: Point) -> Outcome:
-        rd = point_dir(runs_root, sweep.name, p.id)
-        t0 = time.time()
-        rc, note = run_point(argvs[p.id], rd, check[p.id])
-        if rc == 0:
-            mark_done(rd, {"point": p.id, "args": p.args(), "extra": list(extra), "seconds": round(time.time() - t0, 1)})
-        return Outcome(p, "done" if rc == 0 else "failed", rc, time.time() - t0, rd / "log.txt", note)
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(one, p): p for p in todo}
-        for k, fut in enumerate(as_completed(futures), 1):
-            o = fut.result()
-            outcomes[o.point.id] = o
-            why = "" if o.status == "done" else f" (exit {o.returncode}{', ' + o.note if o.note else ''}; see {o.log})"
-            print(f"[{k}/{len(todo)}] {o.point.id}: {o.status} in {o.seconds:.0f}s{why}", flush=True)
-    return [outcomes[p.id] for p in points]
-
-
-def summary(outcomes: Sequence[Outcome]) -> str:
-    """A plain-text table: point, status, exit code, seconds, log file."""
-    head = ("#", "point", "status", "exit", "time", "log")
-    rows = [(str(o.point.index), o.point.id, o.status, "" if o.returncode is None else str(o.returncode),
-             f"{o.seconds:.0f}s", str(o.log) if o.status == "failed" else "") for o in outcomes]
+def summary(outcomes: Sequence[tuple[Point, Result]]) -> str:
+    """A plain-text table: point, status, exit code, seconds, log file or note."""
+    head = ("#", "point", "status", "exit", "time", "log / note")
+    rows = [(str(p.index), p.id, r.status, "" if r.returncode is None else str(r.returncode), f"{r.seconds:.0f}s",
+             str(r.log) if r.status == "failed" and not r.note.startswith(str(r.log.parent)) else
+             (r.note if r.status not in ("done", "skipped") else "")) for p, r in outcomes]
     w = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in [head, *rows]]
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
+    counts = {s: sum(r.status == s for _, r in outcomes) for s in ("done", "skipped", "failed")}
+    counts.update({s: n for s in ("locked", "interrupted", "not started") if (n := sum(r.status == s for _, r in outcomes))})
     return "\n".join(lines + [", ".join(f"{v} {k}" for k, v in counts.items())])
 
 
@@ -167,21 +82,23 @@ def slurm_script(sweep: Sweep, points: Sequence[Point], argvs: dict, runs_root: 
         "# 90 s before the time limit SLURM sends SIGUSR1, Lightning saves an HPC checkpoint and requeues",
         "# the task, which resumes from ckpt_path=last. A point with a DONE marker is skipped.",
         f"#SBATCH --job-name={sweep.name}",
-        f"#SBATCH --array=0-{n - 1}{throttle}",
+        f"#SBATCH --array={_array_spec(points)}{throttle}",
         "#SBATCH --nodes=1",
-        f"#SBATCH --gpus-per-node={args.gpus}",
-        f"#SBATCH --ntasks-per-node={args.gpus}",  # Lightning's SLURMEnvironment: one task per GPU
+        *([f"#SBATCH --gpus-per-node={args.gpus}"] if args.gpus else []),  # --gpus 0: a CPU partition
+        f"#SBATCH --ntasks-per-node={max(1, args.gpus)}",  # Lightning's SLURMEnvironment: one task per GPU
         f"#SBATCH --cpus-per-task={args.cpus}",
         f"#SBATCH --time={args.time}",
         "#SBATCH --signal=SIGUSR1@90",
         "#SBATCH --requeue",
+        "#SBATCH --open-mode=append",  # a requeued task adds to its log
         f"#SBATCH --output={root}/slurm-%A_%a.out",
         *([f"#SBATCH --partition={args.partition}"] if args.partition else []),
         *[f"#SBATCH {a}" for a in args.sbatch_arg],
         "",
         "set -euo pipefail",
         f"cd {shlex.quote(str(Path.cwd()))}",
-        f"PYTHON=${{PYTHON:-{shlex.quote(sys.executable)}}}",
+        'if [ -n "${MFIF_SETUP:-}" ]; then set +u; source "$MFIF_SETUP"; set -u; fi  # module load ...',
+        f"PYTHON=${{MFIF_PYTHON:-${{PYTHON:-{shlex.quote(sys.executable)}}}}}",
         'TASK=${SLURM_ARRAY_TASK_ID:?submit this script with sbatch (it is an array job)}',
     ]
     if args.online:
@@ -196,12 +113,17 @@ def slurm_script(sweep: Sweep, points: Sequence[Point], argvs: dict, runs_root: 
              f'RUN_DIR={shlex.quote(str(root))}/"$POINT"',
              'if [ -f "$RUN_DIR/DONE" ]; then echo "point $POINT is done already"; exit 0; fi',
              'mkdir -p "$RUN_DIR"',
-             'srun "${CMD[@]}" 2>&1 | tee -a "$RUN_DIR/log.txt"',
+             'JOB="${SLURM_ARRAY_JOB_ID:-}_$TASK"',
+             'srun "${CMD[@]}" 2>&1 | tee -a "$RUN_DIR/log.txt" || { RC=$?',
+             '  echo "point $POINT failed (exit $RC); see $RUN_DIR/log.txt" >&2',
+             '  printf \'{"point": "%s", "slurm_job": "%s", "exit": %s}\\n\' "$POINT" "$JOB" "$RC" > "$RUN_DIR/FAILED"',
+             '  exit "$RC"; }',
+             'rm -f "$RUN_DIR/FAILED"',
              "# Mark done only when the run reached its test stage (a requeued fit can exit 0 first).",
              "# (a benchmark: once its results.json holds a metric)",
              'if [ "$CHECK_TESTS" = 0 ] || [ -f "$RUN_DIR/metrics.csv" ] || grep -qs "test/" "$RUN_DIR/csv/metrics.csv" \\',
              '   || { [ -f "$RUN_DIR/results.json" ] && ! grep -qs \'"metrics": {}\' "$RUN_DIR/results.json"; }; then',
-             '  printf \'{"point": "%s", "slurm_job": "%s"}\\n\' "$POINT" "${SLURM_ARRAY_JOB_ID:-}_$TASK" > "$RUN_DIR/DONE.tmp"',
+             '  printf \'{"point": "%s", "slurm_job": "%s"}\\n\' "$POINT" "$JOB" > "$RUN_DIR/DONE.tmp"',
              '  mv -f "$RUN_DIR/DONE.tmp" "$RUN_DIR/DONE"',
              "else",
              '  echo "point $POINT stopped before its test stage; not marked done" >&2',
@@ -215,7 +137,34 @@ def slurm_settings(sweep: Sweep, point: Point, cfg, gpus: int) -> list[str]:
         return []
     wid = f"{sweep.name}-{point.id}".replace(".", "_")[:120]
     resume = ["ckpt_path=last"] if cfg is not None and cfg.mode == "fit" else []
-    return [f"logger.id={wid}", *resume, "trainer.accelerator=gpu", f"trainer.devices={gpus}", "trainer.progress=plain"]
+    device = [f"trainer.accelerator={'gpu' if gpus else 'cpu'}", f"trainer.devices={max(1, gpus)}"]
+    return [f"logger.id={wid}", *resume, *device, "trainer.progress=plain"]
+
+
+def _array_spec(points: Sequence[Point]) -> str:
+    """SLURM ``--array`` indices: the points' grid indices (``--points`` may pick some)."""
+    idx = [p.index for p in points]
+    return f"0-{len(idx) - 1}" if idx == list(range(len(idx))) else ",".join(map(str, idx))
+
+
+def submit_slurm(script: Path, sweep: Sweep, points: Sequence[Point], runs_root: Path,
+                 args: argparse.Namespace) -> int:
+    """``sbatch`` the array for the points without a ``DONE`` marker (all of them with ``--online``);
+    points whose last SLURM attempt failed (a ``FAILED`` marker) are listed with their log."""
+    todo = list(points) if args.online else [p for p in points if not is_done(point_dir(runs_root, sweep.name, p.id))]
+    print(f"sweep {sweep.name}: {len(points)} points, {len(points) - len(todo)} done, submitting {len(todo)}")
+    for p in todo:
+        rd = point_dir(runs_root, sweep.name, p.id)
+        try:
+            info = json.loads((rd / "FAILED").read_text())
+            print(f"  {p.id}: failed in SLURM job {info['slurm_job']} (exit {info['exit']}); see {rd / 'log.txt'}")
+        except (OSError, ValueError, KeyError):
+            pass
+    if not todo:
+        return 0
+    throttle = f"%{args.workers}" if args.workers else ""
+    only = [f"--array={_array_spec(todo)}{throttle}"] if len(todo) < len(points) else []
+    return subprocess.run(["sbatch", *only, str(script)]).returncode
 
 
 def export_online(sweep: Sweep, extra: Sequence[str], out: Path) -> None:
@@ -242,13 +191,21 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--program", default=None, help="entry script instead of the sweep's `program` (e.g. tests/run_tiny.py)")
     p.add_argument("--dry-run", action="store_true", help="validate and print every point's command; run nothing")
     p.add_argument("--export", metavar="PATH", help="write a W&B-ready copy of the sweep (online logging) and exit")
+    p.add_argument("--points", metavar="SPEC", default=None,
+                   help="grid points to run or print, by index: e.g. 0 or 0-2,5 (default all)")
+    p.add_argument("--count", type=int, default=None, help="random/bayes: points in all (default: the sweep's run_cap)")
+    p.add_argument("--seed", type=int, default=0, help="random/bayes: seed of the engine's draws (default 0)")
+    p.add_argument("--trust-config", action="store_true",
+                   help="allow import hooks (*_target keys) in the sweep's configs; passed on to experiments/run.py")
+    p.add_argument("--grace", type=float, default=20.0,
+                   help="seconds a stopped point gets after Ctrl-C before SIGTERM, then SIGKILL 10 s later (default 20)")
     g = p.add_argument_group("SLURM")
     g.add_argument("--slurm", action="store_true", help="write an sbatch array script (one task per point)")
     g.add_argument("--submit", action="store_true", help="with --slurm: submit it with sbatch")
     g.add_argument("--online", metavar="SWEEP_ID", help="with --slurm: each task runs `wandb agent --count 1 SWEEP_ID`")
     g.add_argument("--script", help="script path (default RUNS_ROOT/<sweep name>/sweep.sbatch)")
     g.add_argument("--time", default="24:00:00")
-    g.add_argument("--gpus", type=int, default=1, help="GPUs per point (DDP when > 1)")
+    g.add_argument("--gpus", type=int, default=1, help="GPUs per point (DDP when > 1; 0: one CPU process per point)")
     g.add_argument("--cpus", type=int, default=8, help="CPUs per task")
     g.add_argument("--partition", default=None)
     g.add_argument("--sbatch-arg", action="append", default=[], help="extra '#SBATCH' line, e.g. --sbatch-arg=--account=abc")
@@ -258,8 +215,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         p.error(f"overrides must be key=value, got {bad}")
     if (a.submit or a.online) and not a.slurm:
         p.error("--submit and --online go with --slurm")
-    if a.online and a.gpus != 1:
-        p.error("--online runs one W&B agent per task: use --gpus 1 (srun would start one agent per GPU)")
+    if a.points and a.export:
+        p.error("--points picks points to run; --export copies the whole sweep")
+    if a.online and a.gpus > 1:
+        p.error("--online runs one W&B agent per task: use --gpus 1, or 0 on CPU nodes (srun would start one agent per GPU)")
     return a
 
 
@@ -274,39 +233,104 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"wrote {args.export}; next: wandb sweep --project mfif {args.export}")
             return 0
         program = resolve_program(args.program or sweep.program)
-        points = sweep.points()
-        cfgs = validate(sweep, points, args.overrides, program=program,
-                        tail=lambda p: point_tail(sweep, p, runs_root))
+        python = _PY if args.slurm else sys.executable
+        make_plan = lambda pts: plan_points(  # noqa: E731
+            sweep, pts, program, runs_root, args.overrides, python,
+            settings=(lambda p, cfg: slurm_settings(sweep, p, cfg, args.gpus)) if args.slurm else None,
+            trusted=args.trust_config, strict_weights=not args.slurm)
+        if sweep.method != "grid":
+            if args.slurm:
+                raise SweepError(f"{sweep.path}: a {sweep.method} sweep needs W&B's controller on SLURM: --export it, "
+                                 "`wandb sweep` the copy, then --slurm --online SWEEP_ID")
+            return search(sweep, make_plan, runs_root, args)
+        points = select_points(sweep.points(), args.points, sweep)
+        plan = make_plan(points)
     except SweepError as e:
         print(f"sweep error: {e}", file=sys.stderr)
         return 2
+    cfgs = plan.cfgs
     check = {p.id: needs_test_metrics(cfgs.get(p.id)) for p in points}
-    python = _PY if args.slurm else sys.executable
-    argvs = {p.id: build_command(
-        sweep, p, python=python, program=program,
-        extra=[*(slurm_settings(sweep, p, cfgs.get(p.id), args.gpus) if args.slurm else []), *args.overrides],
-        tail=point_tail(sweep, p, runs_root)) for p in points}
+    argvs = {p.id: plan.command(p, ()) for p in points}
 
     if args.slurm:
         script = Path(args.script or runs_root / sweep.name / "sweep.sbatch")
         script.parent.mkdir(parents=True, exist_ok=True)
         script.write_text(slurm_script(sweep, points, argvs, runs_root, check, args))
+        for note in plan.notes:
+            print(note)
         print(f"wrote {script} ({len(points)} array tasks)")
         if args.submit:
             try:
-                return subprocess.run(["sbatch", str(script)]).returncode
+                return submit_slurm(script, sweep, points, runs_root, args)
             except FileNotFoundError:
                 print("sbatch not found: submit the script on a SLURM login node", file=sys.stderr)
                 return 1
         return 0
     if args.dry_run:
-        for p in points:
-            state = "DONE" if is_done(point_dir(runs_root, sweep.name, p.id)) else "todo"
-            print(f"[{p.index}] {p.id} ({state})\n    {shlex.join(argvs[p.id])}")
+        print_plan(sweep, points, plan, runs_root, argvs)
         return 0
-    outcomes = run_local(sweep, points, argvs, runs_root, args.workers or 1, check, args.overrides)
-    print(summary(outcomes))
-    return 1 if any(o.status == "failed" for o in outcomes) else 0
+    results, sig = run_points(sweep, points, plan, runs_root, args.overrides, args.workers or 1, say=_say, grace=args.grace)
+    return finish(list(zip(points, results)), sig)
+
+
+def _say(line: str) -> None:  # the runner's lines, unbuffered (a log file sees them as they come)
+    print(line, flush=True)
+
+
+def print_plan(sweep: Sweep, points: Sequence[Point], plan, runs_root: Path, argvs: dict) -> None:
+    """``--dry-run``: the notes, then every point's state and command."""
+    for note in plan.notes:
+        print(note)
+    for p in points:
+        state = "DONE" if is_done(point_dir(runs_root, sweep.name, p.id)) else "todo"
+        print(f"[{p.index}] {p.id} ({state})\n    {shlex.join(argvs[p.id])}")
+
+
+def finish(outcomes: list, sig: Optional[int]) -> int:
+    """Print the summary; 0 when every point is done, 1 when one is not, 128 + N after signal N."""
+    print(summary(outcomes), flush=True)
+    if sig is not None:
+        return STOP_EXIT.get(int(sig), 128 + int(sig))
+    return 0 if all(r.status in ("done", "skipped") for _, r in outcomes) else 1
+
+
+def select_points(points: list, spec: Optional[str], sweep: Sweep) -> list:
+    """The grid points named by ``--points`` (``0``, ``0-2,5``); all when ``spec`` is None.
+
+    Raises:
+        SweepError: a malformed spec or an index outside the grid.
+    """
+    if spec is None:
+        return points
+    chosen: list[int] = []
+    try:
+        for part in spec.split(","):
+            lo, _, hi = part.strip().partition("-")
+            chosen += list(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise SweepError(f"--points '{spec}': expected indices such as 0 or 0-2,5") from None
+    bad = [i for i in chosen if not 0 <= i < len(points)]
+    if bad:
+        raise SweepError(f"--points {spec}: {sweep.path} has points 0-{len(points) - 1}, not {bad}")
+    return [points[i] for i in sorted(set(chosen))]
+
+
+def search(sweep: Sweep, make_plan, runs_root: Path, args) -> int:
+    """A ``random``/``bayes`` sweep through W&B's engine (``--dry-run``: the first proposals)."""
+    count = args.count if args.count is not None else sweep.run_cap
+    if not count or count < 1:
+        raise SweepError(f"{sweep.path}: a {sweep.method} sweep runs until stopped online; give --count N "
+                         "(or run_cap: N in the file)")
+    if args.dry_run:
+        from ablations.local import next_points
+
+        points = next_points(sweep, runs_root, count, max(1, args.workers or 1), args.seed, set())
+        plan = make_plan(points)
+        print_plan(sweep, points, plan, runs_root, {p.id: plan.command(p, ()) for p in points})
+        return 0
+    outcomes, sig = run_search(sweep, make_plan, runs_root, args.overrides, args.workers or 1, count, args.seed,
+                               say=_say, grace=args.grace)
+    return finish(outcomes, sig)
 
 
 if __name__ == "__main__":

@@ -273,13 +273,17 @@ def make_table(path: Path, source: str, runs_root: Path, wandb_path: Optional[st
 
 
 def write_outputs(table: Table, side_path: Path, out: Path) -> list[Path]:
+    """``<out>/<paper>/<table>.md`` and ``.tex``, and ``.png`` when the side file has a ``plot``
+    (:mod:`ablations.plots`: the metric curves against the swept setting)."""
+    from ablations.plots import draw_curves
     from mfif.io import atomic_write_bytes
 
     stem = out / side_path.parent.name / side_path.name[: -len(".paper.yaml")]
     paths = [stem.with_suffix(".md"), stem.with_suffix(".tex")]
     atomic_write_bytes(paths[0], to_markdown(table).encode())
     atomic_write_bytes(paths[1], to_latex(table).encode())
-    return paths
+    png = draw_curves(table, load_side(side_path), stem.with_suffix(".png"))
+    return paths + ([png] if png is not None else [])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -289,12 +293,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--source", choices=("local", "wandb"), default="local")
     p.add_argument("--runs-root", default=DEFAULT_RUNS_ROOT, help=f"where the runner put the runs (default {DEFAULT_RUNS_ROOT})")
     p.add_argument("--wandb-path", default=None, help="ENTITY/PROJECT for --source wandb (default: your entity, project mfif)")
-    p.add_argument("--out", default="runs/tables", help="output folder: OUT/<paper>/<table>.md and .tex")
+    p.add_argument("--out", default="runs/tables", help="output folder: OUT/<paper>/<table>.md and .tex (and .png)")
+    p.add_argument("--wandb", action="store_true",
+                   help="also log every table and curve figure to one W&B run (offline unless WANDB_MODE says otherwise)")
     a = p.parse_args(argv)
     if bool(a.file) == a.all:
         p.error("give a sweep/side file or --all")
     files = sorted(ROOT.glob("ablations/*/*.paper.yaml")) if a.all else [Path(a.file)]
-    failed = 0
+    failed, logged = 0, []
     for f in files:
         try:
             side_path = side_for(f)
@@ -306,7 +312,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         paths = write_outputs(table, side_path, Path(a.out))
         if not a.all:
             print(to_markdown(table))
-        print(f"wrote {paths[0]} and {paths[1]}")
+        print(f"wrote {', '.join(str(q) for q in paths[:-1])} and {paths[-1]}")
+        png = paths[2] if len(paths) > 2 else None
+        logged.append((f"{side_path.parent.name}/{side_path.name[: -len('.paper.yaml')]}", table, png))
+    if a.wandb and logged:
+        from ablations.plots import log_tables_to_wandb
+
+        log_tables_to_wandb(logged, Path(a.out))
+        print(f"logged {len(logged)} table(s) to W&B (run files under {Path(a.out) / 'wandb'})")
     return 1 if failed else 0
 
 

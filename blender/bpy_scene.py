@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -395,6 +396,37 @@ def probe_irradiance(scene, plan: ScenePlan, planes: list[dict], workdir: Path, 
     )
 
 
+class Interrupted(BaseException):
+    """SIGINT/SIGTERM arrived; raised after the current Blender call (a ``BaseException`` like
+    ``KeyboardInterrupt``, so ``except Exception`` does not swallow it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+_stop_signal: list[int] = []  # signals received since install_stop_handlers()
+
+
+def _record_signal(signum, frame) -> None:
+    # Only record: an exception raised here could land inside the Cycles add-on's Python render
+    # callback, where Blender catches and drops it (Ctrl-C was ignored that way).
+    _stop_signal.append(signum)
+
+
+def install_stop_handlers() -> None:
+    """Catch SIGINT/SIGTERM; :func:`check_stop` (called after every render) then raises :class:`Interrupted`."""
+    _stop_signal.clear()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _record_signal)
+
+
+def check_stop() -> None:
+    """Raise :class:`Interrupted` if a stop signal arrived."""
+    if _stop_signal:
+        raise Interrupted(_stop_signal[0])
+
+
 def render_still(scene, path: Path, fmt: str, log_path: Path | None) -> None:
     """Render the current settings to ``path`` (``fmt``: ``"PNG"`` 8-bit RGB or ``"EXR"``)."""
     s = scene.render.image_settings
@@ -414,6 +446,7 @@ def render_still(scene, path: Path, fmt: str, log_path: Path | None) -> None:
     scene.render.use_file_extension = False
     with redirect_output(log_path):
         result = bpy.ops.render.render(write_still=True)
+    check_stop()
     if "FINISHED" not in result or not Path(path).is_file():
         raise RuntimeError(f"Blender did not write {path} (render returned {result})")
 

@@ -60,6 +60,20 @@ def is_complete(scene_dir: Path) -> bool:
     return all((scene_dir / f).is_file() for f in files)
 
 
+def settings_mismatch(scene_dir: Path, expected: dict) -> list[str]:
+    """``"key: stored -> requested"`` for every key of ``expected`` that ``scene.json`` records otherwise.
+
+    ``expected`` is the JSON form of the scene plan plus the render settings that change the
+    pixels (samples, denoise, lighting); an unreadable ``scene.json`` counts as a mismatch.
+    """
+    try:
+        stored = json.loads((scene_dir / SCENE_JSON).read_text())
+    except (OSError, ValueError) as err:
+        return [f"{SCENE_JSON} unreadable ({err})"]
+    expected = json.loads(json.dumps(expected))  # tuples -> lists, as stored
+    return [f"{k}: {stored.get(k)!r} -> {v!r}" for k, v in expected.items() if stored.get(k) != v]
+
+
 def remove_stale(out_dir: Path, index: int) -> list[Path]:
     """Delete leftovers of killed runs for scene ``index`` (temporary and trash folders)."""
     name = scene_dir_name(index)

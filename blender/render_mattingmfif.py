@@ -30,6 +30,10 @@ depends only on ``(--seed, scene index)`` (and the asset folders), never on shar
 Safety: scenes are rendered into a hidden ``DIR/.tmp-scene_XXXXXX-*`` folder and renamed into
 place once every output exists, so ``scene_*`` folders are always complete; finished scenes are
 skipped on re-run; leftovers of killed runs are deleted when their scene is rendered again.
+Ctrl-C (SIGINT) or SIGTERM stops after the current Blender render call: the unfinished scene's
+folder is deleted and the exit status is 128 + the signal number. A re-run whose settings
+(seed, resolution, samples, scene flags ...) differ from those recorded in a finished scene's
+``scene.json`` refuses to start (exit 2, nothing written) instead of silently keeping old scenes.
 ``--shard i/n`` (0-based, or ``SLURM_ARRAY_TASK_ID``/``SLURM_ARRAY_TASK_COUNT``) renders scene
 indices ``i, i+n, i+2n, ...``.
 
@@ -209,6 +213,23 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace):
     return cfg, shard, catalogs
 
 
+def render_settings(plan, args: argparse.Namespace) -> dict:
+    """What a finished scene's ``scene.json`` must record to be reused: its plan + pixel settings."""
+    return {**plan.to_dict(), "samples": int(args.samples), "denoise": bool(args.denoise), "lighting": args.lighting}
+
+
+def check_existing(out: Path, indices, plan_of, args: argparse.Namespace) -> list[str]:
+    """Finished scenes of ``indices`` under ``out`` whose recorded settings differ from this run's."""
+    bad = []
+    for idx in indices:
+        final = out / layout.scene_dir_name(idx)
+        if layout.is_complete(final):
+            diff = layout.settings_mismatch(final, render_settings(plan_of(idx), args))
+            if diff:
+                bad.append(f"{final.name} ({'; '.join(diff[:3])}{'; ...' if len(diff) > 3 else ''})")
+    return bad
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     parser = build_parser()
@@ -216,14 +237,24 @@ def main(argv: list[str] | None = None) -> int:
     cfg, (shard, num_shards), (subjects, backgrounds, hdris) = validate(parser, args)
     indices = shard_indices(args.num_scenes, shard, num_shards)
     names = hdri_names(hdris, args.hdris)
+
+    def plan_of(idx: int):
+        return sample_scene(cfg, args.seed, idx, subjects, backgrounds, names)
+
     if args.dry_run:
         for idx in indices:
-            plan = sample_scene(cfg, args.seed, idx, subjects, backgrounds, names)
-            print(json.dumps(plan.to_dict()))
+            print(json.dumps(plan_of(idx).to_dict()))
         return 0
+    stale = check_existing(Path(args.out), indices, plan_of, args)
+    if stale:
+        print(f"{parser.prog}: error: --out {args.out}: {len(stale)} finished scene(s) were rendered with other "
+              f"settings, e.g. {stale[0]}; use another --out or delete those scenes", file=sys.stderr)
+        return 2
 
     from blender import bpy_scene  # heavy: imports bpy
 
+    # Ctrl-C / SIGTERM: stop after the current Blender render call (bpy itself ignores Ctrl-C)
+    bpy_scene.install_stop_handlers()
     reporter = Reporter(len(indices), steps_per_scene=cfg.num_planes + 4)
     try:
         device_names = bpy_scene.select_device(bpy_scene.reset(), args.device)
@@ -241,22 +272,27 @@ def main(argv: list[str] | None = None) -> int:
     failed = skipped = 0
     from blender.render_scene import render_scene
 
-    for idx in indices:
-        final = out / layout.scene_dir_name(idx)
-        if layout.is_complete(final):
-            skipped += 1
-            reporter.skip(idx)
-            continue
-        layout.remove_stale(out, idx)
-        plan = sample_scene(cfg, args.seed, idx, subjects, backgrounds, names)
-        try:
-            render_scene(plan, cfg, args, (subjects, backgrounds, hdris), out, reporter)
-        except Exception as err:  # keep going with the other scenes, report at the end
-            failed += 1
-            hint = "" if args.verbose else " (--verbose shows the traceback)"
-            reporter.error(f"{final.name} failed: {type(err).__name__}: {err}{hint}")
-            if args.verbose:
-                reporter.info(traceback.format_exc())
+    final = out
+    try:
+        for idx in indices:
+            bpy_scene.check_stop()
+            final = out / layout.scene_dir_name(idx)
+            if layout.is_complete(final):
+                skipped += 1
+                reporter.skip(idx)
+                continue
+            layout.remove_stale(out, idx)
+            try:
+                render_scene(plan_of(idx), cfg, args, (subjects, backgrounds, hdris), out, reporter)
+            except Exception as err:  # keep going with the other scenes, report at the end
+                failed += 1
+                hint = "" if args.verbose else " (--verbose shows the traceback)"
+                reporter.error(f"{final.name} failed: {type(err).__name__}: {err}{hint}")
+                if args.verbose:
+                    reporter.info(traceback.format_exc())
+    except bpy_scene.Interrupted as sig:  # render_scene has deleted the unfinished scene's temporary folder
+        reporter.error(f"interrupted by {sig}: {final.name} not written; re-run the same command to continue")
+        return 128 + sig.signum
     reporter.close(failed=failed, skipped=skipped)
     return 1 if failed else 0
 

@@ -133,8 +133,8 @@ def render_scene(
         layout.commit(tmp, final)
         reporter.end_scene(plan.scene_index, seconds["total"])
         return final
-    except BaseException:
-        if log is not None and log.exists():
+    except BaseException as err:
+        if log is not None and log.exists() and not isinstance(err, bpy_scene.Interrupted):
             tail = _tail(log)
             if tail:
                 reporter.error(f"last lines of Blender's log:\n{tail}")

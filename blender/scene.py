@@ -31,7 +31,7 @@ class SceneConfig:
     """Every constant of Algorithm 1 (paper defaults) plus the ranges the paper leaves open.
 
     Line numbers refer to Algorithm 1 ("Dataset generator algorithm") of the VAEEDOF paper
-    (``shared/papers/002_*.txt``); "Sec. 3" is its dataset section.
+    (Piano, Huanwen, Bilcu, "Addressing the Depth-of-Field Constraint"); "Sec. 3" is its dataset section.
     """
 
     # Alg. 1 line 1: n <- 5 subject planes (plus one background plane, Sec. 3: "six planes").

@@ -1,8 +1,8 @@
 """LightningDataModules: the papers' synthetic generators, built-in default data, real benchmarks.
 
-Importing this package registers every DataModule (see :mod:`mfif.registry`).
+Importing this package imports no DataModule (nor Lightning): :mod:`mfif.registry` imports the
+module of the ``data.name`` asked for, or every one with ``registry.import_all()``.
 """
-import importlib
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
@@ -16,6 +16,5 @@ _MODULES = [
     "matting_mfif",
     "ufa_trainset",
 ]
-for _m in _MODULES:
-    if (_HERE / f"{_m}.py").is_file():
-        importlib.import_module(f"{__name__}.{_m}")
+#: Modules that register a DataModule when imported (read by :mod:`mfif.registry`).
+REGISTERING = [_m for _m in _MODULES if (_HERE / f"{_m}.py").is_file()]

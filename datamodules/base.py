@@ -2,7 +2,8 @@
 
 Subclasses implement :meth:`FusionDataModule.build_dataset` for ``train``/``val``/``test``.
 When ``data.benchmark`` is set, ``test`` and ``predict`` read that folder of real aligned
-source sets (:mod:`datamodules.benchmark`) instead of the generated test split.
+source sets (:mod:`datamodules.benchmark`) instead of the generated test split, in the colours
+the files have (``data.gray`` only shapes the generated training data).
 
 Determinism: datasets derive every random draw from ``(seed, index)`` (see
 :func:`sample_rng`), so batches are byte-identical across runs and across ``num_workers``.
@@ -73,8 +74,13 @@ class FusionDataModule(L.LightningDataModule):
         from mfif.scenes import discover_scenes
         from datamodules.benchmark import BenchmarkDataset
 
-        scenes = discover_scenes(self.cfg.benchmark, gt_dir=self.cfg.gt_dir)
-        return BenchmarkDataset(scenes, gray=self.cfg.gray)
+        skip = bool(getattr(self.cfg, "skip_invalid", False))  # data.skip_invalid: log and drop bad scenes
+        scenes = discover_scenes(self.cfg.benchmark, gt_dir=self.cfg.gt_dir, skip_invalid=skip)
+        # Read as stored: ``data.gray`` describes the training data only. The module's colour
+        # policy decides what its network sees (a gray decision map applied to every RGB
+        # channel, the Y channel, RGB), so a colour benchmark gives colour results in test and
+        # predict alike, as the released GACN and SESF-Fuse code fuse colour pairs (issue 15).
+        return BenchmarkDataset(scenes, gray=False, skip_invalid=skip)
 
     def setup(self, stage: Optional[str] = None) -> None:
         if stage in (None, "fit", "validate"):

@@ -1,26 +1,33 @@
-"""GACN training data (Sec. 4.1.1, 4.2 and ``../shared/NOTES.md``): COCO instances, defocus spread.
+"""GACN training data (Ma et al., Neurocomputing 470, 2022, Sec. 4.1.1, 4.2): COCO instances, defocus spread.
 
 Selection (Sec. 4.1.1): COCO images with exactly one annotated instance (no crowd regions) whose
 foreground is 20,000..170,000 px (the annotation's ``area``, in original pixels); 5786 images in
 the paper, split 7:3 into train/val.
 
-Per sample (official code facts, NOTES.md): gray, resized to 256 x 256 and randomly cropped to
-156 x 156 (Sec. 4.2); blur = Gaussian, sigma 2, radius uniform in 1..7;
+Per sample (released code, Keep-Passion/GACN ``nets/coco_dataset.py`` and ``nets/nets_utility.py``):
+gray, resized to 256 x 256 and randomly cropped to 156 x 156 (Sec. 4.2); blur = Gaussian, sigma 2,
+radius uniform in 1..7;
 
 * near-focused source (hard edge): ``near = M * I + (1 - M) * blur``
 * far-focused source, defocus-spread model of [32]: ``M2 = Gaussian(M, sigma 8, radius 45)``,
   ``far = I * (1 - M2) + blur * M2`` (the blurred foreground spreads over the sharp background)
 
 Augmentations: horizontal/vertical flips, rotations in 30-degree steps, a +-2 px offset of one
-source (p 0.5), Gaussian noise with std ~ U(0, 0.1) on both sources, and a random swap of the
-sources with the mask inverted (p 0.5). Targets: ``mask`` (decision map) and ``gt`` (the image).
+source (p 0.5), Gaussian noise (:func:`mix_noise`) and a random swap of the sources with the mask
+inverted (p 0.5). Targets: ``mask`` (decision map) and ``gt`` (the image).
+
+Noise as the released training code (Keep-Passion/GACN, ``nets/nets_utility.py:gaussian_noise``,
+called from ``nets/coco_dataset.py:DataAugment``): ``x' = 0.95 x + 0.05 n`` with one field
+``n ~ N(0, sigma)`` shared by both sources and ``sigma ~ U(0, 0.1)``; no clipping. The release
+draws sigma once per batch, we draw it per sample (so batches do not depend on the batch size or
+the worker count).
 
 Implementation choices (documented deviations):
 
-* geometry is applied to the 256 x 256 image/mask before blurring (blurs are isotropic, so
-  this equals blurring first up to interpolation); non-right-angle rotations use reflection
-  padding and the crop is drawn inside the rotated image's inscribed square, so crops never
-  contain padding. Right angles use exact ``rot90``.
+* geometry (albumentations ``Rotate`` + flips, :mod:`datamodules._augment`) is applied to the
+  256 x 256 image/mask before blurring (blurs are isotropic, so this equals blurring first up to
+  interpolation); non-right-angle rotations use reflection padding and the crop is drawn inside
+  the rotated image's inscribed square, so crops never contain padding. Right angles are exact.
 * blurs run on the whole 256 x 256 image and the crop is taken afterwards, so the crop border
   sees real context (a +-2 px offset source is cut from the shifted window of the same image).
 * val/test samples are not augmented (``augment_val``); crop position and blur radius stay random
@@ -41,6 +48,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from datamodules._augment import apply_aligned, rotate_flip
 from datamodules._blur import gaussian_blur
 from datamodules._synth import GeneratorDataModule, Pair, SyntheticDataConfig, SyntheticDataset, blend, read_image, resize_mask
 from mfif.io import BenchmarkError
@@ -57,18 +65,19 @@ class COCODefocusConfig(SyntheticDataConfig):
     gray: bool = True  # Sec. 4.2: gray-scale training
     image_size: int = 256  # Sec. 4.2: resized to 256 x 256
     patch_size: int = 156  # Sec. 4.2: random crop 156 x 156
-    blur_sigma: float = 2.0  # NOTES.md: Gaussian sigma 2 ...
+    blur_sigma: float = 2.0  # released random_blurred: Gaussian sigma 2 ...
     blur_radius: List[int] = field(default_factory=lambda: [1, 7])  # ... radius uniform in 1..7
-    spread_sigma: float = 8.0  # NOTES.md: defocus-spread mask, Gaussian sigma 8 ...
+    spread_sigma: float = 8.0  # released random_blurred: defocus-spread mask gauss_blur(mask, 8, 45) ...
     spread_radius: int = 45  # ... radius 45
-    mask_threshold: float = 0.5  # NOTES.md: mask binarised at 0.5
-    rotation_step: int = 30  # NOTES.md: rotations in 30-degree steps (0: none)
-    hflip: bool = True  # NOTES.md: flips
+    mask_threshold: float = 0.5  # released COCODataset: mask binarised at 0.5
+    rotation_step: int = 30  # released COCODataset._rand_rotate: 30-degree steps (0: none)
+    hflip: bool = True  # released COCODataset._rand_flip: horizontal and vertical, p 0.5 each
     vflip: bool = True
-    offset_max: int = 2  # NOTES.md: +-2 px offset of one source ...
+    offset_max: int = 2  # released random_offset(.., 2, 2): +-2 px offset of one source ...
     offset_p: float = 0.5  # ... with probability 0.5
-    noise_std_max: float = 0.1  # NOTES.md: Gaussian noise, std ~ U(0, 0.1)
-    swap_p: float = 0.5  # NOTES.md: swap sources + invert mask, p 0.5
+    noise_std_max: float = 0.1  # released DataAugment: sigma ~ U(0, 0.1) (torch.rand(1) * 0.1); 0: no noise step
+    noise_rate: float = 0.05  # released gaussian_noise(rate=0.05): x' = (1 - rate) x + rate n
+    swap_p: float = 0.5  # released DataAugment: swap sources + invert mask, p 0.5
     augment_val: bool = False  # apply the augmentations to val/test too
     resample_each_epoch: bool = True  # online augmentation (the official loader draws per epoch)
 
@@ -98,19 +107,27 @@ def defocus_spread_far(image: Tensor, blurred: Tensor, spread_mask: Tensor) -> T
     return image * (1 - spread_mask) + blurred * spread_mask
 
 
+def mix_noise(sources: Tensor, noise: Tensor, rate: float | Tensor) -> Tensor:
+    """Released GACN noise: ``(1 - rate) * x + rate * n`` with one field ``n`` for every source.
+
+    Keep-Passion/GACN, ``nets/nets_utility.py:gaussian_noise`` (``rate`` 0.05, ``n ~ N(0, sigma)``
+    drawn once and added to both images, no clipping).
+
+    Shape:
+        - sources: :math:`(B, N, C, H, W)`
+        - noise: :math:`(B, 1, C, H, W)` (or broadcastable to ``sources``)
+        - rate: a float, or a tensor broadcastable to ``sources`` (per-sample rates)
+        - output: :math:`(B, N, C, H, W)`
+    """
+    if not torch.is_tensor(rate) and not 0.0 <= rate <= 1.0:
+        raise ValueError(f"data.noise_rate must lie in [0, 1], got {rate}")
+    return sources * (1.0 - rate) + noise * rate
+
+
 def inscribed_side(size: int, angle_deg: float) -> int:
     """Side of the largest axis-aligned square inside a ``size`` square rotated by ``angle_deg``."""
     a = math.radians(angle_deg)
     return int(math.floor(size / (abs(math.cos(a)) + abs(math.sin(a))) + 1e-9))
-
-
-def rotate_stack(x: Tensor, angle_deg: int) -> Tensor:
-    """Rotate ``[C, H, W]`` about its centre: ``rot90`` for right angles, else bilinear + reflection."""
-    if angle_deg % 90 == 0:
-        return torch.rot90(x, (angle_deg // 90) % 4, dims=(-2, -1))
-    from kornia.geometry.transform import rotate
-
-    return rotate(x[None], torch.tensor([float(angle_deg)]), padding_mode="reflection")[0]
 
 
 class COCODefocusDataset(SyntheticDataset):
@@ -134,14 +151,10 @@ class COCODefocusDataset(SyntheticDataset):
         mask = resize_mask(coco_mask(pair.mask), s)
         aug = self.augment
         angle = int(rng.integers(0, 360 // cfg.rotation_step)) * cfg.rotation_step if aug and cfg.rotation_step else 0
-        stack = torch.cat([img, mask])
-        if angle:
-            stack = rotate_stack(stack, angle)
-        if aug and cfg.hflip and rng.random() < 0.5:
-            stack = stack.flip(-1)
-        if aug and cfg.vflip and rng.random() < 0.5:
-            stack = stack.flip(-2)
-        img, mask = stack[:-1], (stack[-1:] >= cfg.mask_threshold).float()
+        if aug:  # albumentations, seeded from this sample's rng (datamodules._augment)
+            geometry = rotate_flip(angle, bool(cfg.hflip), bool(cfg.vflip))
+            (img,), mask = apply_aligned(geometry, rng, [img], mask)
+        mask = (mask >= cfg.mask_threshold).float()
         side = inscribed_side(s, angle)
         lo, hi = (s - side) // 2 + m, (s + side) // 2 - m - p
         y, x = (int(v) for v in rng.integers(lo, hi + 1, size=2))
@@ -149,7 +162,9 @@ class COCODefocusDataset(SyntheticDataset):
         if aug and m > 0 and rng.random() < cfg.offset_p:
             offset[int(rng.integers(2))] = torch.from_numpy(rng.integers(-m, m + 1, size=2))
         std = float(rng.uniform(0.0, cfg.noise_std_max)) if aug else 0.0
-        noise = torch.from_numpy(rng.standard_normal((2, img.shape[0], p, p), dtype=np.float32)) if aug else torch.zeros(2, img.shape[0], p, p)
+        # one field for both sources (released gaussian_noise); sigma ~ U(0, noise_std_max)
+        shape = (1, img.shape[0], p, p)
+        noise = torch.from_numpy(rng.standard_normal(shape, dtype=np.float32)) if aug else torch.zeros(shape)
         swap = bool(aug and rng.random() < cfg.swap_p)
         radius = int(rng.integers(int(cfg.blur_radius[0]), int(cfg.blur_radius[1]) + 1))
         return {
@@ -157,6 +172,7 @@ class COCODefocusDataset(SyntheticDataset):
             "_radius": torch.tensor(radius), "_sigma": torch.tensor(float(cfg.blur_sigma)),
             "_spread": torch.tensor([float(cfg.spread_sigma), float(cfg.spread_radius)]),
             "_crop": torch.tensor([y, x, p]), "_offset": offset, "_noise": noise * std, "_swap": torch.tensor(swap),
+            "_noise_rate": torch.tensor(float(cfg.noise_rate) if aug and cfg.noise_std_max > 0 else 0.0),
         }
 
     @staticmethod
@@ -174,7 +190,8 @@ class COCODefocusDataset(SyntheticDataset):
                                      full[b, 1, :, y + dy1 : y + dy1 + p, x + dx1 : x + dx1 + p]]))
             gts.append(gt[b, :, y : y + p, x : x + p])
             masks.append(mask[b, :, y : y + p, x : x + p])
-        sources = (torch.stack(srcs) + batch["_noise"].to(gt)).clamp_(0.0, 1.0)
+        rate = batch["_noise_rate"].to(gt).view(-1, 1, 1, 1, 1)
+        sources = mix_noise(torch.stack(srcs), batch["_noise"].to(gt), rate)
         mask_c = torch.stack(masks)
         swap = batch["_swap"].to(gt.device).view(-1, 1, 1, 1)
         sources = torch.where(swap[:, None], sources.flip(1), sources)

@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from datamodules._augment import apply_aligned, crop_flip
 from datamodules._blur import gaussian_blur, opencv_sigma
 from datamodules._synth import (
     GeneratorDataModule,
@@ -110,11 +111,7 @@ class GaussianVOCDataset(SyntheticDataset):
             pair, level = self.pairs[index], int(rng.integers(len(self.levels)))
         img = read_image(pair.image, cfg.image_size, cfg.gray, Image.BILINEAR)
         mask = resize_mask(voc_mask(pair.mask, cfg.void_as_foreground), cfg.image_size)
-        p = int(cfg.patch_size)
-        y, x = crop_origin(rng, int(cfg.image_size), p)
-        img, mask = img[:, y : y + p, x : x + p], mask[:, y : y + p, x : x + p]
-        if cfg.hflip and rng.random() < 0.5:
-            img, mask = img.flip(-1), mask.flip(-1)
+        (img,), mask = apply_aligned(crop_flip(int(cfg.patch_size), bool(cfg.hflip)), rng, [img], mask)
         k, sigma = self.levels[level]
         return {"gt": img.contiguous(), "mask": mask.contiguous(), "_radius": torch.tensor(k // 2),
                 "_sigma": torch.tensor(float(sigma)), "name": f"{pair.name}_k{k}"}

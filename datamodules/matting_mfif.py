@@ -13,7 +13,14 @@ focus render, the ground truth and ``mask_0``. The fusion module takes seven inp
 Padding order (``pad_mode``): ``cycle`` repeats the renders in order, ``0, 1, .., n-1, 0, 1, ..``
 (every render appears once before any appears twice); ``repeat_last`` appends copies of the last
 one. With ``shuffle_sources`` the renders are permuted (seeded) before padding, and the mask is
-the one of the render that ends up first. Val/test use the centre crop.
+the one of the render that ends up first. Val uses the centre crop.
+
+Test protocol (VAEEDOF Table 1, Sec. 4): the paper scores *full-resolution* renders of held-out
+subjects (AM-2k / LIU4K test images, 4096 x 4096) with the tiled inference of Sec. 3 / Fig. 3.
+``test_full_size`` (default true) reads the test scenes whole (one scene per batch), so the
+module's tiling (``model.tile_size``/``tile_overlap``) runs on them; ``test_root`` points at a
+separately rendered test set (``blender/render_mattingmfif.py --subjects <test subjects> --out
+<test_root>``); without it the test split is the held-out ``val_fraction`` of ``root``.
 
 4K PNG decoding dominates the cost (PNG has no partial decode): use several loader workers.
 """
@@ -53,6 +60,8 @@ class MattingMFIFConfig(DataConfig):
     batch_size: int = 8  # Sec. 3: global batch 32 over 4 GPUs
     skip_invalid: bool = False  # log and count bad scenes instead of raising
     resample_each_epoch: bool = True  # new random crops every epoch
+    test_root: Optional[str] = None  # Table 1: separately rendered full-size test scenes (None: held-out split of root)
+    test_full_size: bool = True  # Table 1 scores full-resolution renders (tiled inference); false: centre crops
 
 
 @dataclass
@@ -122,13 +131,16 @@ class MattingMFIFDataset(Dataset):
         rng = sample_rng(cfg.seed, index, self.split, epoch)
         w, h = image_size(sc.gt)
         p = int(cfg.patch_size)
-        if p > min(w, h):
+        if self.split == "test" and cfg.test_full_size:
+            box = (0, 0, w, h)  # Table 1: whole render, tiled by the module
+        elif p > min(w, h):
             raise BenchmarkError(f"{sc.gt}: scene {sc.name} ({w}x{h}) is smaller than data.patch_size={p}")
-        if self.split == "train":
+        elif self.split == "train":
             y, x = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
+            box = (x, y, x + p, y + p)
         else:
             y, x = (h - p) // 2, (w - p) // 2
-        box = (x, y, x + p, y + p)
+            box = (x, y, x + p, y + p)
         order = list(range(len(sc.focus)))
         if cfg.shuffle_sources:
             order = rng.permutation(len(sc.focus)).tolist()
@@ -153,28 +165,41 @@ class MattingMFIFDataModule(FusionDataModule):
         self._splits: Optional[dict] = None
         self.skipped: list[tuple[str, str]] = []
 
+    def _scenes(self, folder: Optional[str], key: str) -> list[MattingScene]:
+        """Every valid scene folder under ``folder`` (the config key ``key`` names it in errors)."""
+        cfg = self.cfg
+        root = Path(folder) if folder else None
+        if root is None or not root.is_dir():
+            raise FileNotFoundError(f"data.{key}={folder} is not a folder of MattingMFIF scenes")
+        folders = sorted(p for p in root.glob(cfg.scene_glob) if p.is_dir())
+        if not folders:
+            raise BenchmarkError(f"{root}: no scene folders matching '{cfg.scene_glob}' (data.{key})")
+        scenes = []
+        for f in folders:
+            try:
+                scenes.append(read_scene(f, int(cfg.num_sources), bool(cfg.with_mask)))
+            except BenchmarkError as e:
+                if not cfg.skip_invalid:
+                    raise
+                log.warning("skipping scene %s: %s", f, e)
+                self.skipped.append((f.name, str(e)))
+        if not scenes:
+            raise BenchmarkError(f"{root}: no valid scene ({len(self.skipped)} skipped)")
+        return scenes
+
     def splits(self) -> dict:
         if self._splits is None:
             cfg = self.cfg
-            root = Path(cfg.root) if cfg.root else None
-            if root is None or not root.is_dir():
-                raise FileNotFoundError(f"data.root={cfg.root} is not a folder of MattingMFIF scenes")
-            folders = sorted(p for p in root.glob(cfg.scene_glob) if p.is_dir())
-            if not folders:
-                raise BenchmarkError(f"{root}: no scene folders matching '{cfg.scene_glob}'")
-            scenes = []
-            for f in folders:
-                try:
-                    scenes.append(read_scene(f, int(cfg.num_sources), bool(cfg.with_mask)))
-                except BenchmarkError as e:
-                    if not cfg.skip_invalid:
-                        raise
-                    log.warning("skipping scene %s: %s", f, e)
-                    self.skipped.append((f.name, str(e)))
-            if not scenes:
-                raise BenchmarkError(f"{root}: no valid scene ({len(self.skipped)} skipped)")
-            self._splits = split_items(scenes, cfg.seed, cfg.val_fraction, None)
+            self._splits = split_items(self._scenes(cfg.root, "root"), cfg.seed, cfg.val_fraction, None)
+            if cfg.test_root:  # Table 1: a separately rendered test set
+                self._splits["test"] = self._scenes(cfg.test_root, "test_root")
         return self._splits
+
+    def test_dataloader(self) -> DataLoader:
+        """Full-size test scenes (``test_full_size``) may differ in size: one scene per batch."""
+        if self.cfg.test_full_size and not self.cfg.benchmark:
+            return self._loader("test", False, 1)
+        return super().test_dataloader()
 
     @property
     def num_skipped(self) -> int:

@@ -8,10 +8,15 @@ different levels of blur"); (ii) threshold the saliency label to a binary focus 
     I_near = I_s * I_f + I_b * (1 - I_f)
     I_far  = I_b * I_f + I_s * (1 - I_f)
 
-The ground truth is I_s. The paper trains on 84,424 images = 10,553 DUTS-TR images x 4 blur
-groups x 2 sources, so by default every image yields one pair per interval (``expand_levels``).
-Training images are 256 x 256 (Sec. IV-A); the official loader resizes with bicubic
-interpolation and flips horizontally (``../shared/NOTES.md``).
+The ground truth is I_s. The paper counts 84,424 training images = 10,553 DUTS-TR images x 4 blur
+groups x 2 sources (Sec. IV-A). An *epoch* follows the released loader (ReckonerInheritor/UFA-Fusion,
+``Code/data_loader.py:SalObjDataset``): one sample per image, its blur group drawn at random
+(``random.randint(0, 3)``) each time, so an epoch is 10,553 pairs and the learning-rate drop
+"every 200 epochs" (Sec. IV-A) and the 50-epoch ablations count those epochs. Defaults:
+``expand_levels=false`` and ``resample_each_epoch=true`` (a new group, filter size and flip per
+epoch); ``expand_levels=true`` makes every (image, group) one sample (4x longer epochs).
+Training images are 256 x 256 (Sec. IV-A); the released loader resizes with bicubic
+interpolation and flips horizontally (``Code/data_loader.py``).
 
 Layout: ``DUTS-TR-Image/<id>.jpg`` + ``DUTS-TR-Mask/<id>.png`` under ``data.root`` (or
 ``data.root/DUTS-TR/``). Every image needs its mask (else an error naming the image).
@@ -32,6 +37,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from datamodules._augment import apply_aligned, crop_flip
 from datamodules._blur import box_blur
 from datamodules._synth import (
     GeneratorDataModule,
@@ -56,7 +62,8 @@ class MeanFilterDUTSConfig(SyntheticDataConfig):
     patch_size: int = 256  # random crop after resizing (= image_size: no crop)
     # Sec. III-C: mean filter sizes from four intervals (inclusive)
     size_intervals: List[List[int]] = field(default_factory=lambda: [[2, 3], [4, 5], [5, 7], [8, 10]])
-    expand_levels: bool = True  # one pair per interval per image (84,424 = 10,553 x 4 x 2, Sec. IV-A)
+    expand_levels: bool = False  # released data_loader.py: one random blur group per image per epoch
+    resample_each_epoch: bool = True  # released loader draws the group/flip anew every epoch
     mask_threshold: float = 0.5  # Sec. III-C (ii): saliency label -> binary focus map
     hflip: bool = True  # official loader: random horizontal flip
     val_fraction: float = 0.05  # not given in the paper
@@ -109,11 +116,7 @@ class MeanFilterDUTSDataset(SyntheticDataset):
         img = read_image(pair.image, cfg.image_size, cfg.gray, Image.BICUBIC)
         label = load_image(pair.mask, gray=True)[0].numpy()
         mask = resize_mask(saliency_to_focus(label, cfg.mask_threshold), cfg.image_size)
-        p = int(cfg.patch_size)
-        y, x = crop_origin(rng, int(cfg.image_size), p)
-        img, mask = img[:, y : y + p, x : x + p], mask[:, y : y + p, x : x + p]
-        if cfg.hflip and rng.random() < 0.5:
-            img, mask = img.flip(-1), mask.flip(-1)
+        (img,), mask = apply_aligned(crop_flip(int(cfg.patch_size), bool(cfg.hflip)), rng, [img], mask)
         return {"gt": img.contiguous(), "mask": mask.contiguous(), "_size": torch.tensor(size),
                 "name": f"{pair.name}_m{size}"}
 

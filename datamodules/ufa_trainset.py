@@ -1,11 +1,11 @@
-"""The released UFA-Fusion sample training set (``../shared/data/ufa_trainset``) and its layout.
+"""The released UFA-Fusion sample training set (ReckonerInheritor/UFA-Fusion ``Code/DataSet/TrainSet``) and its layout.
 
 Layout: ``ROOT/<scene>/<level>/<scene>_1.jpg, <scene>_2.jpg, <scene>_ground.jpg`` with the
 levels ``23``, ``45``, ``57``, ``810`` named after the mean-filter intervals of Sec. III-C
 ([2,3], [4,5], [5,7], [8,10]); ``_1``/``_2`` are complementary partly defocused sources and
 ``_ground`` is the ground truth (the same image at every level).
 
-The official loader (``../shared/NOTES.md`` and the data README) resizes every image to
+The official loader (ReckonerInheritor/UFA-Fusion ``Code/data_loader.py``) resizes every image to
 256 x 256 with bicubic interpolation, flips horizontally at random, and picks one level at random
 per sample, so an epoch has one sample per scene (``random_level``). With
 ``random_level=false`` every (scene, level) is one sample. Scenes are read with
@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules._augment import apply_aligned, crop_flip
 from datamodules._synth import crop_origin, epoch_train_loader, read_image, split_items
 from datamodules.base import FusionDataModule, sample_rng
 from mfif.io import BenchmarkError
@@ -65,12 +66,11 @@ class UFATrainsetDataset(Dataset):
         s = int(cfg.image_size)
         srcs = torch.stack([read_image(p, s, cfg.gray, Image.BICUBIC) for p in sc.sources])
         gt = read_image(sc.gt, s, cfg.gray, Image.BICUBIC)
-        p = int(cfg.patch_size)
-        y, x = crop_origin(rng if self.split == "train" else None, s, p)
-        srcs, gt = srcs[..., y : y + p, x : x + p], gt[..., y : y + p, x : x + p]
-        if cfg.hflip and self.split == "train" and rng.random() < 0.5:
-            srcs, gt = srcs.flip(-1), gt.flip(-1)
-        return {"sources": srcs, "gt": gt, "name": sc.name}
+        crop_origin(None, s, int(cfg.patch_size))  # checks patch_size <= image_size
+        train = self.split == "train"  # val/test: centre crop, no flip
+        geometry = crop_flip(int(cfg.patch_size), bool(cfg.hflip) and train, random_crop=train)
+        out, _ = apply_aligned(geometry, rng, [*srcs, gt])
+        return {"sources": torch.stack(out[:-1]), "gt": out[-1], "name": sc.name}
 
 
 @register_datamodule("ufa_trainset", UFATrainsetConfig)
@@ -86,7 +86,8 @@ class UFATrainsetDataModule(FusionDataModule):
         if self._splits is None:
             cfg = self.cfg
             if not cfg.root:
-                raise ValueError("data.root must point to a UFA-layout folder (e.g. ../shared/data/ufa_trainset)")
+                raise ValueError("data.root must point to a folder in the UFA-Fusion release layout "
+                                 "(<scene>/<level>/<scene>_1|_2|_ground.jpg)")
             found = discover_scenes(cfg.root, skip_invalid=bool(cfg.skip_invalid), skipped=self.skipped)
             by_scene: dict[str, list[Scene]] = defaultdict(list)
             for sc in found:

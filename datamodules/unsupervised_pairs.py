@@ -5,7 +5,7 @@ size 60 x 60, and the test set contains 10 image pairs" of Lytro; colour images 
 Y channel of YCbCr (Sec. IV, implementation details).
 
 ``data.root`` is any benchmark folder :func:`mfif.scenes.discover_scenes` reads (e.g.
-``../shared/data/lytro``). The last ``holdout_scenes`` scenes (sorted by name) are the val/test
+``data/lytro``). The last ``holdout_scenes`` scenes (sorted by name) are the val/test
 scenes, returned whole (RGB or gray as stored: the module's colour policy handles them); the
 others give the training patches. Patch ``i`` is drawn from ``sample_rng(seed, i)``: a scene
 (weighted by its number of patch positions, i.e. uniform over all patch positions), a position,
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from datamodules._augment import apply_aligned, crop_flip
 from datamodules.base import FusionDataModule, sample_rng
 from mfif.io import BenchmarkError, load_image
 from mfif.scenes import Scene, discover_scenes
@@ -81,12 +82,9 @@ class PatchPairDataset(Dataset):
         img = self.images[k]
         y = int(rng.integers(0, img.shape[-2] - p + 1))
         x = int(rng.integers(0, img.shape[-1] - p + 1))
-        patch = img[:, :, y : y + p, x : x + p]
-        if cfg.hflip and rng.random() < 0.5:
-            patch = patch.flip(-1)
-        if cfg.vflip and rng.random() < 0.5:
-            patch = patch.flip(-2)
-        return {"sources": patch.contiguous(), "name": f"{self.names[k]}_y{y}_x{x}"}
+        geometry = crop_flip(p, bool(cfg.hflip), vflip=bool(cfg.vflip), at=(y, x))  # same crop/flips for both
+        patch, _ = apply_aligned(geometry, rng, list(img))
+        return {"sources": torch.stack(patch), "name": f"{self.names[k]}_y{y}_x{x}"}
 
 
 @register_datamodule("unsupervised_pairs", UnsupervisedPairsConfig)

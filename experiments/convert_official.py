@@ -2,7 +2,7 @@
 
 Usage::
 
-    python experiments/convert_official.py gacn ../shared/weights/gacn_official.pkl -o gacn.ckpt
+    python experiments/convert_official.py gacn weights/gacn_official.pkl -o gacn.ckpt
     python experiments/convert_official.py ufafuse ufa_official.pth -o ufa.ckpt model.official_quirk=true
 
 The output holds ``state_dict`` and the merged config (``hyper_parameters.config``) like a
@@ -47,7 +47,7 @@ def convert(method: str, weights: str, overrides: list[str] | None = None) -> di
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("method", help="method with released weights (gacn, ufafuse)")
+    p.add_argument("method", help="method with released weights (gacn, ufafuse, sesf)")
     p.add_argument("weights", help="the released weights file")
     p.add_argument("-o", "--out", required=True, help="output .ckpt path")
     p.add_argument("--overwrite", action="store_true")

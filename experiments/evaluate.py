@@ -2,7 +2,7 @@
 
 Example::
 
-    python experiments/evaluate.py --sources ../shared/data/lytro \\
+    python experiments/evaluate.py --sources data/lytro \\
         --fused results/gacn --fused results/udpnet --metrics q_nmi,q_g,q_cb --out lytro.csv
 
 Scenes are discovered in ``--sources`` (``mfif.scenes.discover_scenes``, e.g.

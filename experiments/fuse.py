@@ -7,10 +7,17 @@ Usage::
     python experiments/fuse.py stack_dir/ -o fused.png --checkpoint X.ckpt --tile 512 --overlap 128 \
         model.multi_strategy=serial
 
-Keeps the original size and colour; ``--save-map`` also writes the decision map(s) of
-decision-map methods; trailing ``key=value`` arguments override the model's config exactly as
-in ``run.py``. Bad input (fewer than 2 images, different sizes, unreadable files, an existing
-output without ``--overwrite``) is an error that names the file, and nothing is written.
+Keeps the original size, colour and orientation (EXIF applied), and 16 bits per channel when a
+source has them and the output is PNG/TIFF; the extension picks the format (PNG, JPEG, BMP,
+TIFF, WebP lossless). ``--save-map`` also writes the decision map(s) of decision-map methods as
+``<out>_map<i><ext>``; trailing ``key=value`` arguments override the model's config exactly as in
+``run.py``. Bad input (fewer than 2 images, different sizes, unreadable files, unreadable or
+mismatched weights, an existing output or map without ``--overwrite``, an output that is an
+input or a folder, bad ``--tile/--overlap/--device``) is a one-line error naming the file or
+option (exit code 2), and nothing is written.
+
+Start-up imports only the requested method: no Lightning (nor ``torch._dynamo``), no other paper,
+no DataModule (``experiments/benchmarks/bench_cli.py`` times whole processes).
 """
 from __future__ import annotations
 
@@ -19,12 +26,11 @@ import glob
 import sys
 from pathlib import Path
 
+import torch
 
-import torch  # noqa: E402
+from mfif.config import ConfigError, check_import_hooks, load_config
 
-from mfif.config import ConfigError, config_from_dict, load_config, parse_overrides  # noqa: E402
-
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}  # read from folders
 
 
 class FuseError(RuntimeError):
@@ -54,7 +60,7 @@ def expand_sources(items: list[str]) -> list[Path]:
 
 
 def load_sources(paths: list[Path]) -> torch.Tensor:
-    """Read and check the sources: ``[1, N, C, H, W]`` in [0, 1]."""
+    """Read and check the sources: ``[1, N, C, H, W]`` in [0, 1], upright (EXIF orientation)."""
     from mfif.io import load_image
 
     if len(paths) < 2:
@@ -74,37 +80,106 @@ def load_sources(paths: list[Path]) -> torch.Tensor:
     return torch.stack(imgs)[None]
 
 
-def load_module(checkpoint: str | None, method: str | None, weights: str | None, overrides: list[str]):
-    """A FusionModule from a Lightning checkpoint or from a method's released weights."""
+def load_module(checkpoint: str | None, method: str | None, weights: str | None, overrides: list[str],
+                trust_config: bool = False):
+    """A FusionModule from a Lightning checkpoint or from a method's released weights.
+
+    Released weights build the module for inference only (:func:`lightning_modules.base.inference_only`:
+    no Lightning import); a checkpoint goes through :func:`mfif.checkpoints.load_module` (tensors
+    only, strict keys, the stored config's import hooks refused unless ``trust_config``).
+    """
+    from lightning_modules.base import inference_only
     from mfif import registry
 
     if checkpoint:
-        if not Path(checkpoint).is_file():
-            raise FuseError(f"--checkpoint {checkpoint}: no such file")
-        ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if "hyper_parameters" not in ck or "config" not in ck["hyper_parameters"]:
-            raise FuseError(f"--checkpoint {checkpoint}: not a checkpoint written by experiments/run.py (no config)")
-        from omegaconf import OmegaConf
+        from mfif.checkpoints import load_module as load_checkpoint
 
-        cfg = config_from_dict(ck["hyper_parameters"]["config"])
-        cfg = OmegaConf.merge(cfg, parse_overrides(overrides))
-        module = registry.method_class(cfg.method)(cfg)
-        module.load_state_dict(ck["state_dict"], strict=True)
-    else:
-        if not method or not weights:
-            raise FuseError("give --checkpoint X.ckpt, or --method NAME --weights FILE")
-        if not Path(weights).is_file():
-            raise FuseError(f"--weights {weights}: no such file")
-        cfg = load_config(f"{method}.yaml", overrides)
-        module = registry.method_class(cfg.method)(cfg)
+        return load_checkpoint(checkpoint, trust_config=trust_config, overrides=overrides)
+    if not method or not weights:
+        raise FuseError("give --checkpoint X.ckpt, or --method NAME --weights FILE")
+    if not Path(weights).is_file():
+        raise FuseError(f"--weights {weights}: no such file")
+    cfg = load_config(f"{method}.yaml", overrides, data=False)  # fusion reads no training data
+    check_import_hooks(cfg, "the command line", trust_config)  # *_target keys run code: --trust-config
+    try:
+        with inference_only():
+            module = registry.method_class(cfg.method)(cfg)
+    except (ValueError, TypeError) as e:
+        raise FuseError(f"{method}: bad model configuration: {e}") from e
+    try:
         module.load_official_weights(weights)
+    except NotImplementedError:
+        raise
+    except Exception as e:  # noqa: BLE001 - corrupt, truncated or another method's file
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise FuseError(f"--weights {weights}: not usable as released {method} weights ({reason})") from e
     return module.eval()
 
 
 def pick_device(name: str) -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda[:i]`` | ``mps``; an unavailable device is a :class:`FuseError`."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError) as e:
+        raise FuseError(f"--device {name}: not a device name (use auto, cpu, cuda, cuda:1, ...)") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise FuseError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise FuseError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise FuseError(f"--device {name}: MPS is not available on this machine (use --device cpu)")
+    return dev
+
+
+def check_tiling(tile: int, overlap: int) -> None:
+    """``--tile`` >= 0 (0 = whole image); ``--overlap`` in [0, tile) and only with ``--tile``."""
+    if tile < 0:
+        raise FuseError(f"--tile {tile}: must be >= 1 (or 0 for the whole image)")
+    if overlap < 0:
+        raise FuseError(f"--overlap {overlap}: must be >= 0")
+    if overlap and not tile:
+        raise FuseError(f"--overlap {overlap} needs --tile")
+    if tile and overlap >= tile:
+        raise FuseError(f"--overlap {overlap}: must be smaller than --tile {tile}")
+
+
+def plan_outputs(out: Path, sources: list[Path], save_map: bool, overwrite: bool) -> list[Path]:
+    """Check every file the run will write before any work; returns the decision-map paths.
+
+    Refused: an output that is a folder, has an unsupported extension, is one of the sources,
+    or exists without ``overwrite`` (the fused image and each ``<out>_map<i>`` alike).
+    """
+    from mfif.io import image_format
+
+    if out.is_dir():
+        raise FuseError(f"-o {out}: is a folder; give an image file name (e.g. {out / 'fused.png'})")
+    try:
+        image_format(out)
+    except ValueError as e:
+        raise FuseError(f"-o {e}") from e
+    maps = [out.with_name(f"{out.stem}_map{i}{out.suffix}") for i in range(len(sources))] if save_map else []
+    inputs = {p.resolve() for p in sources}
+    for target in [out, *maps]:
+        if target.resolve() in inputs:
+            raise FuseError(f"{target}: is one of the source images; choose another output name")
+        if target.is_dir():
+            raise FuseError(f"{target}: is a folder")
+        if target.exists() and not overwrite:
+            raise FuseError(f"{target} exists (use --overwrite to replace it)")
+    return maps
+
+
+def output_bits(sources: list[Path], out: Path) -> int:
+    """16 when a source has 16 bits per channel and the output format stores them, else 8."""
+    from mfif.io import SIXTEEN_BIT_FORMATS, image_bit_depth, image_format
+
+    deep = any(image_bit_depth(p) > 8 for p in sources)
+    if deep and image_format(out) not in SIXTEEN_BIT_FORMATS:
+        print(f"note: 16-bit sources, but {out.suffix} stores 8 bits; use .png or .tif to keep 16", file=sys.stderr)
+        return 8
+    return 16 if deep else 8
 
 
 @torch.inference_mode()
@@ -124,39 +199,49 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("inputs", nargs="+", help="source images, a folder, a glob; then optional key=value overrides")
     p.add_argument("-o", "--out", required=True, help="output image path")
     p.add_argument("--checkpoint", help="Lightning checkpoint written by run.py (any paper)")
-    p.add_argument("--method", help="method name, with --weights (released weights)")
+    p.add_argument("--method", help="method name, with --weights (released weights: gacn, ufafuse, sesf)")
     p.add_argument("--weights", help="official released weights file")
-    p.add_argument("--save-map", action="store_true", help="also write <out>_map<i>.png decision maps")
+    p.add_argument("--save-map", action="store_true", help="also write <out>_map<i><ext> decision maps")
     p.add_argument("--tile", type=int, default=0, help="tile size for large images (0 = whole image)")
     p.add_argument("--overlap", type=int, default=0, help="tile overlap (default tile/4)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--precision", choices=("fp32", "bf16"),
+                   help="CPU inference precision (default: the method's, fp32; bf16: the fast paths' "
+                        "convolutions in bfloat16, see README 'CPU speed')")
+    p.add_argument("--trust-config", action="store_true",
+                   help="allow import hooks (keys ending in _target) stored in --checkpoint: they run code")
     args = p.parse_intermixed_args(argv)  # key=value overrides may follow the options
     from mfif.io import save_image
 
-    try:
+    try:  # every check that needs no model comes first: a bad option costs no loading
         overrides = [a for a in args.inputs if "=" in a and not Path(a).exists()]
         srcs = [a for a in args.inputs if a not in overrides]
         out = Path(args.out)
-        if out.exists() and not args.overwrite:
-            raise FuseError(f"{out} exists (use --overwrite to replace it)")
-        if out.suffix.lower() not in IMAGE_EXTS:
-            raise FuseError(f"-o {out}: unknown image extension (use one of {sorted(IMAGE_EXTS)})")
-        paths = expand_sources(srcs)
-        sources = load_sources(paths)
+        check_tiling(args.tile, args.overlap)
         device = pick_device(args.device)
-        module = load_module(args.checkpoint, args.method, args.weights, overrides).to(device)
+        paths = expand_sources(srcs)
+        map_paths = plan_outputs(out, paths, args.save_map, args.overwrite)
+        sources = load_sources(paths)
+        bits = output_bits(paths, out)
+        module = load_module(args.checkpoint, args.method, args.weights, overrides,
+                             trust_config=getattr(args, "trust_config", False)).to(device)
+        if args.precision:
+            module.fuse_precision = args.precision
         fused, maps = fuse_stack(module, sources.to(device), args.tile, args.overlap)
     except (FuseError, ConfigError, NotImplementedError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    save_image(fused[0].cpu(), out)
-    if args.save_map:
-        if maps is None:
+    try:
+        save_image(fused[0].cpu(), out, bits=bits)
+        if args.save_map and maps is None:
             print("note: this method (or tiled mode) produces no decision map", file=sys.stderr)
-        else:
-            for i in range(maps.shape[1]):
-                save_image(maps[0, i].cpu(), out.with_name(f"{out.stem}_map{i}{out.suffix}"))
+        elif args.save_map:
+            for i, path in enumerate(map_paths):
+                save_image(maps[0, i].cpu(), path, bits=bits)
+    except OSError as e:  # full disk, no permission: the file keeps its old content (atomic write)
+        print(f"error: cannot write {e.filename or out}: {e.strerror or e}", file=sys.stderr)
+        return 1
     print(f"fused {len(paths)} images -> {out}")
     return 0
 

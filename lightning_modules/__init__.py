@@ -1,9 +1,11 @@
-"""The five papers as LightningModules. Importing this package registers every method."""
-import importlib
+"""The papers as LightningModules (:class:`~lightning_modules.base.FusionModule` subclasses).
+
+Importing this package imports no paper: :mod:`mfif.registry` imports a paper's package when its
+method is asked for (``registry.method_class("gacn")``), or every one with ``registry.import_all()``.
+"""
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
-_PAPERS = ["udpnet", "gacn", "ufafuse", "msasn", "vaeedof"]
-for _m in _PAPERS:
-    if (_HERE / _m / "__init__.py").is_file():
-        importlib.import_module(f"{__name__}.{_m}")
+_PAPERS = ["udpnet", "gacn", "ufafuse", "msasn", "vaeedof", "sesf"]  # sesf: inference-only baseline
+#: Paper packages that register their method(s) when imported (read by :mod:`mfif.registry`).
+REGISTERING = [_m for _m in _PAPERS if (_HERE / _m / "__init__.py").is_file()]

@@ -7,6 +7,7 @@ from typing import Iterable, Optional
 import torch
 from omegaconf import DictConfig
 from torch import Tensor
+from torchmetrics import Metric
 
 from mfif.io import markdown_table, save_image, write_csv
 from mfif.metrics import build_metric, metric_spec
@@ -27,17 +28,26 @@ def _unbatch(preds: Iterable[dict]) -> list[dict]:
     return items
 
 
-def score_image(metrics: list[str], fused: Tensor, sources: Tensor, gt: Optional[Tensor]) -> dict:
-    """Every named metric on one image (``nan`` for a full-reference metric without gt)."""
+def build_metrics(metrics: Iterable[str]) -> dict[str, Metric]:
+    """One metric object per name, built once for a whole report (network metrics load weights)."""
+    return {m: build_metric(m) for m in metrics}
+
+
+def score_image(metrics: dict[str, Metric], fused: Tensor, sources: Tensor, gt: Optional[Tensor]) -> dict:
+    """Every metric of ``metrics`` (:func:`build_metrics`) on one image (``nan``: full-reference without gt).
+
+    Shape:
+        - fused: :math:`(C, H, W)`; sources: :math:`(N, C, H, W)`; gt: :math:`(C, H, W)` or None
+    """
     row = {}
-    for m in metrics:
-        spec = metric_spec(m)
-        metric = build_metric(m)
-        # forward() returns the batch value without any cross-rank sync (this runs on rank 0 only)
-        if spec.kind == "fr":
-            row[m] = float("nan") if gt is None else float(metric(fused=fused[None], gt=gt[None]))
+    for name, metric in metrics.items():
+        # forward() returns this image's value without any cross-rank sync (rank 0 only); reset()
+        # drops the accumulated state so memory does not grow with the number of images
+        if metric_spec(name).kind == "fr":
+            row[name] = float("nan") if gt is None else float(metric(fused=fused[None], gt=gt[None]))
         else:
-            row[m] = float(metric(fused=fused[None], sources=sources[None]))
+            row[name] = float(metric(fused=fused[None], sources=sources[None]))
+        metric.reset()
     return row
 
 
@@ -57,13 +67,28 @@ def write_metric_tables(rows: list[dict], metrics: list[str], out_stem: Path, la
     atomic_write_bytes(out_stem.with_suffix(".md"), markdown_table(header, table).encode())
 
 
+def existing_outputs(names: Iterable[str], out_dir: Path, save_maps: bool = False) -> list[Path]:
+    """The files :func:`write_predictions` would replace for scenes ``names``."""
+    out_dir = Path(out_dir)
+    files = [out_dir / f"{n}.png" for n in names] + ([out_dir / f"{n}_map.png" for n in names] if save_maps else [])
+    return [p for p in files if p.exists()]
+
+
 def write_predictions(preds: Iterable[dict], out_dir: Path, overwrite: bool = False, save_maps: bool = False) -> list[Path]:
-    """One fused PNG per scene, named after the scene (ready for ``mode=evaluate``)."""
+    """One fused PNG per scene, named after the scene (ready for ``mode=evaluate``).
+
+    Raises:
+        FileExistsError: some output exists and ``overwrite`` is false; checked for every scene
+            before the first file is written, so nothing is half-done.
+    """
+    items = _unbatch(preds)
+    clash = [] if overwrite else existing_outputs([it["name"] for it in items], out_dir, save_maps)
+    if clash:
+        more = f" (and {len(clash) - 1} more)" if len(clash) > 1 else ""
+        raise FileExistsError(f"{clash[0]} exists{more}; set overwrite=true to replace")
     paths = []
-    for it in _unbatch(preds):
+    for it in items:
         path = Path(out_dir) / f"{it['name']}.png"
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists (pass overwrite to replace it)")
         save_image(it["fused"], path)
         if save_maps and it["maps"] is not None:
             save_image(it["maps"][0], Path(out_dir) / f"{it['name']}_map.png")
@@ -76,7 +101,8 @@ def write_report(cfg: DictConfig, module, preds: list[dict], run_dir: Path, max_
     items = _unbatch(preds)
     write_predictions(preds, run_dir / "fused", overwrite=True)
     metrics = list(cfg.metrics)
-    rows = [{"image": it["name"], **score_image(metrics, it["fused"], it["sources"], it["gt"])} for it in items]
+    built = build_metrics(metrics)
+    rows = [{"image": it["name"], **score_image(built, it["fused"], it["sources"], it["gt"])} for it in items]
     write_metric_tables(rows, metrics, run_dir / "metrics")
     grid_items = [it for it in items if it["fused"].shape == items[0]["fused"].shape][:max_grid_rows]
     gt = torch.stack([it["gt"] for it in grid_items]) if all(it["gt"] is not None for it in grid_items) else None
@@ -85,10 +111,10 @@ def write_report(cfg: DictConfig, module, preds: list[dict], run_dir: Path, max_
     return {"rows": rows, "grid": run_dir / "grid.png"}
 
 
-def evaluate_folder(cfg: DictConfig, fused_dir: Path, run_dir: Path) -> dict:
+def evaluate_folder(cfg: DictConfig, fused_dir: Path, run_dir: Path, stem: str = "metrics") -> dict:
     """Score the fused images in ``fused_dir`` against the scenes of ``cfg.data.benchmark``.
 
-    Writes ``run_dir/metrics.csv`` and ``.md`` (the format of ``experiments/evaluate.py``).
+    Writes ``run_dir/<stem>.csv`` and ``.md`` (the format of ``experiments/evaluate.py``).
     """
     from mfif.scenes import discover_scenes
     from mfif.config import ConfigError
@@ -97,7 +123,8 @@ def evaluate_folder(cfg: DictConfig, fused_dir: Path, run_dir: Path) -> dict:
     scenes = discover_scenes(cfg.data.benchmark, gt_dir=cfg.data.gt_dir)
     try:
         per_image = score_folder(fused_dir, scenes, list(cfg.metrics))
-        write_tables({Path(fused_dir).name: per_image}, run_dir / "metrics.csv", overwrite=True)
+        run_dir.mkdir(parents=True, exist_ok=True)  # only once everything is scored
+        write_tables({Path(fused_dir).name: per_image}, run_dir / f"{stem}.csv", overwrite=True)
     except EvaluationError as e:
         raise ConfigError(str(e)) from e
     return per_image

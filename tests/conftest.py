@@ -35,3 +35,19 @@ def python_env() -> dict:
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
     env["WANDB_MODE"] = "offline"
     return env
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A one-node SLURM cluster for the session (tests/slurm_cluster.py). Fails, never skips, when
+    SLURM or root is missing; teardown raises if any of its processes (by PID) survives."""
+    from slurm_cluster import ClusterError, SlurmCluster
+
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+    except ClusterError as e:
+        cluster.stop()
+        pytest.fail(str(e), pytrace=False)
+    yield cluster
+    cluster.stop()

@@ -13,8 +13,9 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from ablations import collect, grid, sweep as sweep_cli, tables
+from ablations import collect, engine, grid, sweep as sweep_cli, tables
 from ablations.grid import SweepError
+from sweep_stand_in import write_stand_in
 
 ROOT = Path(__file__).resolve().parent.parent
 SWEEPS = sorted(p for p in ROOT.glob("ablations/*/*.yaml") if not p.name.endswith(".paper.yaml"))
@@ -32,9 +33,12 @@ def _rel(p: Path) -> str:
 @pytest.mark.parametrize("path", SWEEPS, ids=_rel)
 def test_sweep_file_parses_and_every_point_is_a_valid_config(path):
     sw = grid.load_sweep(path)
-    points = sw.points()
-    assert points and len({p.id for p in points}) == len(points)
-    assert len(points) == math.prod(len(v) for v in sw.parameters.values())
+    if sw.method == "grid":
+        points = sw.points()
+        assert points and len({p.id for p in points}) == len(points)
+        assert len(points) == math.prod(len(v) for v in sw.parameters.values())
+    else:  # random / bayes: the engine's first proposals
+        points = [grid.Point(i, f"p{i}", ov, sw.varying) for i, ov in enumerate(engine.propose(sw.doc, [], 2))]
     cfgs = grid.validate(sw, points)  # the real schema (load_config), no training
     if sw.takes_overrides:
         assert set(cfgs) == {p.id for p in points}
@@ -95,9 +99,12 @@ def test_grid_order_ids_and_args(tmp_path):
 def test_bad_sweep_files_are_refused(tmp_path, params, msg):
     with pytest.raises(SweepError, match=msg):
         grid.load_sweep(_write(tmp_path / "bad.yaml", _sweep_yaml("bad", params)))
-    text = _sweep_yaml("r", "a: {values: [1]}\n").replace("method: grid", "method: random")
-    with pytest.raises(SweepError, match="only 'grid'"):
+    text = _sweep_yaml("r", "a: {values: [1]}\n").replace("method: grid", "method: custom")
+    with pytest.raises(SweepError, match="method is 'custom'"):
         grid.load_sweep(_write(tmp_path / "r.yaml", text))
+    text = _sweep_yaml("x", "a: {values: [1]}\n") + "profiles: {smoke: {a: 2}}\n"  # W&B's schema: no extra keys
+    with pytest.raises(SweepError, match="not a valid W&B sweep.*'profiles' was unexpected"):
+        grid.load_sweep(_write(tmp_path / "x.yaml", text))
 
 
 def test_match_rows_needs_one_to_one(tmp_path):
@@ -118,29 +125,20 @@ def test_flag_programs_get_hyphenated_args():
 
 # --- the local runner ----------------------------------------------------------------------------
 
-FAKE_PROGRAM = '''\
-"""Stand-in for experiments/run.py: records each call, fails for model.width=3."""
-import sys
-from pathlib import Path
-
-if __name__ != "__main__":
-    import tiny_method  # noqa: F401  (registers "tiny" for the runner's config check)
-else:
-    kv = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
-    rd = Path(kv["run_dir"])
-    rd.mkdir(parents=True, exist_ok=True)
-    with open(rd.parent / "calls.txt", "a") as f:
-        f.write(kv["logger.name"] + "\\n")
-    if kv["model.width"] == "3":
-        print("width 3 is broken", file=sys.stderr)
-        sys.exit(3)
-    (rd / "metrics.csv").write_text("image,psnr,ssim\\nimg0,1,1\\nmean,%s,0.5\\n" % kv["model.width"])
-'''
+FAKE = """\
+with open(rd.parent / "calls.txt", "a") as f:
+    f.write(kv["logger.name"] + "\\n")
+if kv["model.width"] == "3":
+    print("width 3 is broken", file=sys.stderr)
+    sys.exit(3)
+(rd / "metrics.csv").write_text("image,psnr,ssim\\nimg0,1,1\\nmean,%s,0.5\\n" % kv["model.width"])
+"""
 
 
 @pytest.fixture()
 def fake(tmp_path):
-    prog = _write(tmp_path / "fake_run.py", FAKE_PROGRAM)
+    prog = write_stand_in(tmp_path / "fake_run.py", "Stand-in for experiments/run.py: records each call, fails for "
+                          "model.width=3.", FAKE)
     f = _write(tmp_path / "fake.yaml", _sweep_yaml("fake", "model.width: {values: [3, 2, 4]}\n", program=str(prog)))
     return f, tmp_path / "runs"
 
@@ -173,6 +171,23 @@ def test_bad_key_stops_before_anything_runs(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
     assert sweep_cli.main([str(_write(tmp_path / "ok.yaml", _sweep_yaml("ok", "model.width: {values: [2]}\n"))),
                            "--dry-run", "trainer.nope=1"]) == 2
+
+
+@pytest.mark.parametrize("setting, named", [
+    ("model.width=abc", "wrong type for 'model.width'"),  # a type (the schema)
+    ("optim.name=adamm", "'adamm'"),  # a choice the optimiser factory refuses
+    ("optim.scheduler=cosin", "'cosin'"),
+    ("metrics=[psnr,q_gg]", "unknown metric 'q_gg'"),
+    ("model.refiner_target=os:system", "would import and run code"),  # an import hook: refused, never built
+])
+def test_dry_run_checks_values_not_only_names(tmp_path, capsys, setting, named):
+    params, config = "model.width: {values: [2, 3]}\n", TINY_CONFIG
+    if "refiner" in setting:  # UDPNet's refiner plug-in is the one import hook of the schema
+        params, config = "model.refiner: {values: [sam]}\n", "udpnet.yaml"
+    f = _write(tmp_path / "v.yaml", _sweep_yaml("v", params, config=config))
+    assert sweep_cli.main([str(f), "--dry-run", setting]) == 2
+    err = capsys.readouterr().err.strip()
+    assert named in err and str(f) in err and len(err.splitlines()) == 1  # one line: file, point, key
 
 
 def test_slurm_script_has_one_array_task_per_point(fake, tmp_path):

@@ -373,6 +373,26 @@ def test_second_run_skips_finished_scene(rendered):
     assert "skipped" in r.stderr and meta.stat().st_mtime_ns == before
 
 
+def signal_after_first_render(args: list, out: Path, sig: int) -> tuple[int, str]:
+    """Run the renderer, send ``sig`` once scene 0's first focus render exists; (status, stderr)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_ARRAY")}
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), *map(str, args)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if list(out.glob(".tmp-scene_000000-*/focus_0.png")):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "renderer exited before the signal could be sent"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, err
+
+
 @needs_bpy
 def test_killed_or_failing_run_leaves_no_partial_scene(tmp_path):
     out = tmp_path / "out"
@@ -383,23 +403,64 @@ def test_killed_or_failing_run_leaves_no_partial_scene(tmp_path):
     write_hdr(hdris / "sky.hdr", sky)
     args = ["--out", out, "--num-scenes", 1, "--resolution", 96, "--samples", 64,
             "--hdris", hdris]  # built-in subjects/backgrounds
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), *map(str, args)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            if list(out.glob(".tmp-scene_000000-*/focus_0.png")):
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "renderer exited before it could be killed"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    signal_after_first_render(args, out, signal.SIGKILL)
     assert not (out / "scene_000000").exists()
     assert list(out.glob(".tmp-scene_000000-*"))  # the killed run's hidden leftovers
     # A re-run first removes them; an exception after the first render deletes its own folder.
     r = run_cli(*args, env={"MFIF_RENDER_FAIL_AFTER": "1"})
     assert r.returncode == 1 and "injected failure" in r.stderr, r.stderr
     assert sorted(p.name for p in out.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- Ctrl-C, settings (issue 17)
+@needs_bpy
+def test_ctrl_c_stops_nonzero_without_partial_scene(tmp_path):
+    out = tmp_path / "out"
+    status, err = signal_after_first_render(["--out", out, "--num-scenes", 2, "--resolution", 32, "--samples", 16],
+                                            out, signal.SIGINT)
+    assert status == 128 + signal.SIGINT, err
+    assert "interrupted by SIGINT" in err and "Traceback" not in err
+    assert list(out.iterdir()) == []  # no scene_*, and the unfinished scene's temporary folder is gone
+
+
+def fake_finished_scenes(out: Path, args: list) -> list[Path]:
+    """Finished-looking scenes whose scene.json records ``args``' plans (from ``--dry-run``)."""
+    r = run_cli(*args, "--dry-run")
+    assert r.returncode == 0, r.stderr
+    scenes = []
+    for line in r.stdout.splitlines():
+        plan = json.loads(line)
+        d = out / layout.scene_dir_name(plan["scene_index"])
+        d.mkdir(parents=True)
+        files = [f"focus_{i}.png" for i in range(len(plan["planes"]))] + ["gt.png", layout.SCENE_JSON]
+        for f in files[:-1]:
+            (d / f).write_bytes(b"")
+        meta = {**plan, "samples": 16, "denoise": True, "lighting": "baked", "outputs": {"files": files}}
+        (d / layout.SCENE_JSON).write_text(json.dumps(meta))
+        scenes.append(d)
+    return scenes
+
+
+@pytest.mark.parametrize("flag, value", [("--resolution", 64), ("--seed", 3), ("--samples", 32)])
+def test_rerun_with_other_settings_refuses_and_writes_nothing(tmp_path, flag, value):
+    out = tmp_path / "out"
+    base = ["--out", out, "--num-scenes", 2, "--resolution", 32, "--samples", 16, "--seed", 0]
+    scenes = fake_finished_scenes(out, base)
+    before = {p: p.stat().st_mtime_ns for s in scenes for p in s.iterdir()}
+    argv = list(base)
+    argv[argv.index(flag) + 1] = value
+    r = run_cli(*argv)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "rendered with other settings" in r.stderr and f"{flag[2:]}:" in r.stderr and "scene_000000" in r.stderr
+    assert {p: p.stat().st_mtime_ns for s in scenes for p in s.iterdir()} == before  # nothing touched
+    assert sorted(p.name for p in out.iterdir()) == ["scene_000000", "scene_000001"]
+
+
+def test_settings_mismatch_lists_differences(tmp_path):
+    d = tmp_path / "scene_000000"
+    d.mkdir()
+    (d / layout.SCENE_JSON).write_text(json.dumps({"seed": 0, "resolution": 32, "fstop": [0.5, 0.6]}))
+    assert layout.settings_mismatch(d, {"seed": 0, "resolution": 32, "fstop": (0.5, 0.6)}) == []
+    assert layout.settings_mismatch(d, {"seed": 1, "resolution": 32}) == ["seed: 0 -> 1"]
+    (d / layout.SCENE_JSON).write_text("{not json")
+    assert "unreadable" in layout.settings_mismatch(d, {"seed": 0})[0]

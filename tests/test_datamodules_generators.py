@@ -174,7 +174,7 @@ def test_gaussian_voc_levels_and_formula(fakes):
 
 
 def test_mean_filter_duts_formula(fakes):
-    dm = generator("duts", fakes)
+    dm = generator("duts", fakes, expand_levels=True)  # every (image, interval)
     ds = dm.datasets["train"]
     assert len(ds) == 3 * 4  # 3 train images x 4 intervals (Sec. III-C)
     for i, (lo, hi) in enumerate([(2, 3), (4, 5), (5, 7), (8, 10)]):

@@ -106,11 +106,14 @@ def test_edge_preserving_and_structure_tensor_losses_vanish_at_their_optimum():
 def test_loss_weights_and_errors():
     assert default_image_loss_weight("qg") == 1.0  # Eq. 6
     assert default_image_loss_weight("eg") == default_image_loss_weight("st") == 1e-4  # Sec. 4.5.1
-    assert GACNLoss(image_loss="eg").weight == 1e-4
-    assert GACNLoss(image_loss="eg", image_loss_weight=0.5).weight == 0.5
+    from lightning_modules.gacn.module import GACNConfig
+
+    assert GACNLoss(GACNConfig(image_loss="eg")).weight == 1e-4
+    assert GACNLoss(GACNConfig(image_loss="eg", image_loss_weight=0.5)).weight == 0.5
+    assert GACNLoss(GACNConfig()).qg_k == 1000.0  # Eq. 12, from the config
     for bad in ({"map_loss": "l1"}, {"image_loss": "ssim"}, {"orientation": "cos"}):
         with pytest.raises(ValueError, match=next(iter(bad))):
-            GACNLoss(**bad)
+            GACNLoss(GACNConfig(**bad))
 
 
 # ----------------------------------------------------------------------------- training

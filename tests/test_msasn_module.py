@@ -93,7 +93,7 @@ def test_training_needs_pairs_and_targets():
         model.validation_loss({k: v for k, v in batch.items() if k != "mask"})
     with pytest.raises(ValueError, match="gt"):
         model.validation_loss({k: v for k, v in batch.items() if k != "gt"})
-    only_map = make_module(image_loss="none")
+    only_map = make_module(image_loss="none", gcb_loss="none")  # the Sec. 3.3 GCB target needs gt too
     assert torch.isfinite(only_map.validation_loss({k: v for k, v in batch.items() if k != "gt"}))
 
 
@@ -158,16 +158,16 @@ def test_loss_parts_known_values():
 
 def test_loss_uses_soft_map_fusion_and_validates_names():
     batch = make_batch(c=3, size=16)
-    crit = MSASNLoss("none", "l1")
+    crit = MSASNLoss(MSASNConfig(map_loss="none", image_loss="l1", gcb_loss="none"))
     perfect = torch.where(batch["mask"] > 0, 30.0, -30.0)  # d = mask -> fused = gt
     total, parts = crit(perfect, batch["sources"], batch["gt"], batch["mask"])
     assert set(parts) == {"image"} and total < 1e-6
     with pytest.raises(ValueError, match="map_loss"):
-        MSASNLoss("mse", "l1")
+        MSASNLoss(MSASNConfig(map_loss="mse", image_loss="l1"))
     with pytest.raises(ValueError, match="image_loss"):
-        MSASNLoss("bce", "l2")
+        MSASNLoss(MSASNConfig(map_loss="bce", image_loss="l2"))
     with pytest.raises(ValueError, match="both"):
-        MSASNLoss("none", "none")
+        MSASNLoss(MSASNConfig(map_loss="none", image_loss="none"))
     with pytest.raises(ValueError, match="model.variant"):
         make_module(variant="nope")
     with pytest.raises(ValueError, match="connectivity"):

@@ -271,3 +271,17 @@ def test_boundary_guided_refinement_is_differentiable():
     assert m.grad is not None and torch.isfinite(m.grad).all() and m.grad.abs().sum() > 0
     with pytest.raises(ValueError, match=r"\[B, 1, H, W\]"):
         boundary_guided_refinement(torch.rand(1, 2, 8, 8), torch.rand(1, 1, 8, 8))
+
+
+def test_boundary_refinement_under_bf16_autocast_keeps_map_dtype():
+    """bf16-mixed training (make gpu-smoke) runs GACN's refinement under autocast: the box sums come
+    back in bf16 while the map is fp32, and the lerp must still work and stay close to fp32."""
+    from mfif.ops.guided_filter import boundary_guided_refinement
+
+    g = torch.Generator().manual_seed(0)
+    m, guide = torch.rand(1, 1, 40, 40, generator=g), torch.rand(1, 1, 40, 40, generator=g)
+    ref, _ = boundary_guided_refinement(m, guide)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = boundary_guided_refinement(m, guide)
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    assert (out - ref).abs().max() < 0.05

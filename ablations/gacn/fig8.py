@@ -17,14 +17,15 @@ metric, mean, relative) and ``fig8.png`` (relative value vs sigma, one line per 
 
 Usage::
 
-    python ablations/gacn/fig8.py --sources ../shared/data/lytro \\
-        --weights ../shared/weights/gacn_official.pkl --out runs/gacn_fig8 [--pairs 20]
+    python ablations/gacn/fig8.py --sources data/lytro \\
+        --weights weights/gacn_official.pkl --out runs/gacn_fig8 [--pairs 20]
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -45,7 +46,16 @@ def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def build_gacn(weights: str):
-    """A GACN module with the released ``.pkl`` weights or a Lightning ``.ckpt``."""
+    """A GACN module with the released ``.pkl`` weights or a Lightning ``.ckpt``.
+
+    A ``.ckpt`` is rebuilt from its own stored config, read as tensors only (no pickled code
+    runs) and loaded with strict keys (:func:`mfif.checkpoints.load_module`); a checkpoint of
+    another method is refused.
+    """
+    if weights.endswith(".ckpt"):
+        from mfif.checkpoints import load_module
+
+        return load_module(weights, method="gacn")
     from omegaconf import OmegaConf
 
     from lightning_modules.gacn.module import GACN, GACNConfig
@@ -53,11 +63,7 @@ def build_gacn(weights: str):
 
     cfg = OmegaConf.structured(ExperimentConfig(method="gacn", model=GACNConfig(), data=DataConfig(), metrics=[]))
     model = GACN(cfg)
-    if weights.endswith(".ckpt"):
-        state = torch.load(weights, map_location="cpu", weights_only=False)["state_dict"]
-        model.load_state_dict(state, strict=False)
-    else:
-        model.load_official_weights(weights)
+    model.load_official_weights(weights)
     return model.eval()
 
 
@@ -145,13 +151,21 @@ def main(argv=None) -> None:
     p.add_argument("--out", default=None, help="output folder for fig8.csv, fig8.png (default RUN_DIR, else runs/gacn_fig8)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--wandb", action="store_true", help="log the curves to W&B (sweep fig8.yaml)")
-    from ablations.point_results import add_point_arguments
+    from ablations.point_results import add_point_arguments, apply_profile, builtin_scenes_option
 
-    add_point_arguments(p)  # --run_dir, --wandb_group (sweep runner)
-    args = p.parse_args(argv)
+    # --run_dir, --wandb_group (sweep runner); --profile smoke: built-in scenes, their GT as the fused images
+    add_point_arguments(p, smoke={"sources": builtin_scenes_option(), "fused": builtin_scenes_option("fused"),
+                                  "weights": None, "pairs": 2, "sigmas": [0.0, 1.0], "metrics": ["q_g"]})
+    args = apply_profile(p.parse_args(argv))
     torch.set_num_threads(args.threads)
     out = Path(args.out or args.run_dir or "runs/gacn_fig8")
-    rows = run(args)
+    from mfif.config import ConfigError
+
+    try:
+        rows = run(args)
+    except ConfigError as e:  # e.g. an unreadable or non-GACN checkpoint: one line, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     write_outputs(rows, out)
     print(f"wrote {out / 'fig8.csv'} and {out / 'fig8.png'}")
     record_curves(args, rows)

@@ -27,8 +27,8 @@ memory: ``ru_maxrss``.
 
 Usage::
 
-    python ablations/gacn/table3.py --weights ../shared/weights/gacn_official.pkl \\
-        --lytro ../shared/data/lytro --stack ../shared/data/stack_v4 [--pairs 20] [--threads 2]
+    python ablations/gacn/table3.py --weights weights/gacn_official.pkl \\
+        --lytro data/lytro --stack data/stack_v4 [--pairs 20] [--threads 2]
 
 Table 3 sweep form (``ablations/gacn/table3.yaml``, one point per strategy and N)::
 
@@ -212,10 +212,12 @@ def main(argv=None) -> None:
     p.add_argument("--stack_repeats", type=int, default=2, help="alternating rounds per N (minimum kept)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--wandb", action="store_true", help="log the part 2 figures to W&B (sweep table3.yaml)")
-    from ablations.point_results import add_point_arguments
+    from ablations.point_results import add_point_arguments, apply_profile, builtin_scenes_option
 
-    add_point_arguments(p)  # --run_dir, --wandb_group (sweep runner)
-    args = p.parse_args(argv)
+    # --run_dir, --wandb_group (sweep runner); --profile smoke: a 3-frame built-in stack, random weights
+    add_point_arguments(p, smoke={"stack": builtin_scenes_option(scenes=1, sources=3), "lytro": None, "weights": None,
+                                  "num_images": "2", "stack_scale": 1.0, "stack_repeats": 1, "threads": 1})
+    args = apply_profile(p.parse_args(argv))
     retain_freed_memory()  # as our CLIs do (mfif/runtime.py); the official child keeps the default
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads")

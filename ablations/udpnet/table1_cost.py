@@ -93,10 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-steps", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--wandb", action="store_true", help="log the figures to W&B (sweep ablations/udpnet/table1_cost.yaml)")
-    from ablations.point_results import add_point_arguments
+    from ablations.point_results import add_point_arguments, apply_profile
 
-    add_point_arguments(p)  # --run_dir, --wandb_group (sweep runner)
-    args = p.parse_args(argv)
+    # --run_dir, --wandb_group (sweep runner); --profile smoke: a 64x64 pair, one timed run
+    add_point_arguments(p, smoke={"size": 64, "runs": 1, "train_steps": 0, "threads": 1})
+    args = apply_profile(p.parse_args(argv))
     if args.threads < 1 or args.size < 8 or args.runs < 1 or args.train_steps < 0:
         p.error("--threads and --runs must be >= 1, --train-steps >= 0 (0: no training timing) and --size >= 8")
     torch.set_num_threads(args.threads)

@@ -6,7 +6,7 @@ Usage::
 
 Reports (1) training steps/s of the main job in the demo profile on this machine (data
 loading included, after warm-up) and (2) ``fuse`` wall time and peak memory for one 520x520
-pair (``../shared/data/lytro/lytro-01-*`` if present, else a generated pair) through a
+pair (``data/lytro/lytro-01-*`` if present, else a generated pair) through a
 checkpoint converted from the trained module, in a fresh process.
 """
 from __future__ import annotations
@@ -23,7 +23,6 @@ from pathlib import Path
 
 def train_steps_per_s(config: str, steps: int) -> tuple[float, str]:
     import lightning as L
-    import torch
     from lightning.pytorch.callbacks import Callback
 
     from experiments.run import build_datamodule, build_module
@@ -50,7 +49,6 @@ def train_steps_per_s(config: str, steps: int) -> tuple[float, str]:
         tr.save_checkpoint(ck)
         saved = Path(tempfile.mkdtemp()) / "m.ckpt"
         saved.write_bytes(ck.read_bytes())
-    desc = f"batch {cfg.data.batch_size} x {cfg.data.num_sources} x {cfg.data.patch_size}^2, torch threads {torch.get_num_threads()}"
     return rate, str(saved)
 
 

@@ -5,7 +5,7 @@ simple decision-map fusion; ``--fusion average`` for the plain mean), then every
 scores it. Reports seconds per pair per metric, the total, and peak memory (Python heap via
 ``tracemalloc`` and process max RSS via ``resource``).
 
-    python experiments/benchmarks/bench_metrics.py [--data ../shared/data/lytro] [--pairs 20]
+    python experiments/benchmarks/bench_metrics.py [--data data/lytro] [--pairs 20]
         [--metrics q_g,...] [--threads 2] [--json out.json]
 """
 from __future__ import annotations

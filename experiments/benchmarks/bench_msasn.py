@@ -4,11 +4,14 @@ Times, in ``torch.inference_mode`` after a warm-up (median of ``--repeats``):
 
 * ``fuse``: the whole :meth:`FusionModule.fuse` of one RGB pair - gray conversion, network,
   binarisation (Eq. 8), small-area filter (Eq. 9) and per-channel fusion (Eq. 10);
-* ``network``: the decision-map network alone (GCB + Siamese encoder + DCA decoder);
+* ``network``: the decision-map network alone (GCB + Siamese encoder + DCA decoder), with its
+  inference fast path and with the plain layers (:func:`mfif.ops.conv.fast_paths` off);
 * ``post``: Eqs. 8-9 on the network's map, and on a worst-case noisy map (thresholded smoothed
   noise: thousands of small regions) - connected components are the only data-dependent cost.
 
-Weights do not change the speed of the network; a randomly initialised model is used. The pair
+The process keeps freed memory as the CLIs do (:mod:`mfif.runtime`; ``MFIF_RETAIN_FREED_MEMORY=0``
+turns it off), printed in the header. Weights do not change the speed of the network; a
+randomly initialised model is used. The pair
 is a synthetic focus pair unless ``--pair A B`` names two image files (e.g. a Lytro pair).
 The paper reports 0.089 s per Lytro pair on an RTX 3060 Ti GPU (Table 5).
 
@@ -98,6 +101,10 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
 
     from mfif.ops.colour import rgb_to_gray
+    from mfif.ops.conv import fast_paths
+    from mfif.runtime import retain_freed_memory
+
+    allocator = "retained freed memory" if retain_freed_memory() else "default allocator"  # as the CLIs
     from mfif.ops.decision import binarise, small_area_filter
 
     module = build(args.variant)
@@ -114,6 +121,8 @@ def main(argv: list[str] | None = None) -> dict:
 
         t_fuse = timed(lambda: module.fuse(pair), args.repeats)
         t_net = timed(lambda: module.net(gray[:, 0], gray[:, 1]), args.repeats)
+        with fast_paths(False):
+            t_plain = timed(lambda: module.net(gray[:, 0], gray[:, 1]), args.repeats)
         t_post = timed(lambda: post(logits), args.repeats)
         t_post_noisy = timed(lambda: post(noisy), args.repeats)
         macs = conv_macs(module.net, gray[:, 0], gray[:, 1])
@@ -121,13 +130,15 @@ def main(argv: list[str] | None = None) -> dict:
               for name, part in [("total", module.net), ("gcb", module.net.gcb), ("encoder", module.net.encoder)]}
     params["decoder+head"] = params["total"] - params["gcb"] - params["encoder"]
     res = {"size": f"{w}x{h}", "variant": args.variant, "threads": args.threads, "fuse_s": t_fuse,
-           "network_s": t_net, "post_s": t_post, "post_noisy_s": t_post_noisy, "conv_gmacs": macs / 1e9,
+           "network_s": t_net, "network_plain_s": t_plain, "allocator": allocator, "post_s": t_post, "post_noisy_s": t_post_noisy, "conv_gmacs": macs / 1e9,
            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            **{f"params_{k}": v for k, v in params.items()}}
 
-    print(f"MSASN ({args.variant}), one {w}x{h} RGB pair, CPU, {args.threads} thread(s), median of {args.repeats}")
+    print(f"MSASN ({args.variant}), one {w}x{h} RGB pair, CPU, {args.threads} thread(s), {allocator}, "
+          f"median of {args.repeats}")
     print("| quantity | wall | CPU (all threads) |\n|---|---|---|")
     for label, (wall, cpu) in [("fuse (gray, network, Eqs. 8-10)", t_fuse), ("network only", t_net),
+                               ("network only, plain layers (fast paths off)", t_plain),
                                ("post-processing (Eqs. 8-9), network map", t_post),
                                ("post-processing, worst-case noisy map", t_post_noisy)]:
         print(f"| {label} | {wall:.3f} s | {cpu:.3f} s |")

@@ -2,7 +2,7 @@
 
 Cases (each in a fresh subprocess so that its peak RSS is its own):
 
-* ``stack``: 7 frames of ``../shared/data/stack_v4`` (evenly spaced over the 65-frame focus
+* ``stack``: 7 frames of ``data/stack_v4`` (Keep-Passion/GACN data/material/V-4) (evenly spaced over the 65-frame focus
   sweep) fused at full 1600x1200 with the paper's tiling (512 px tiles, 1/4 overlap, Sec. 3):
   seconds (median of ``--repeats`` after a small warm-up) and peak RSS.
 * ``4096``: 7 random 4096x4096 sources, tiled (``--tile-batch`` tiles per pass). The full run

@@ -37,10 +37,6 @@ import kornia.losses as KL
 import torch
 from torch import Tensor, nn
 
-from mfif.metrics.gradient import GACN_LOSS, q_abf
-
-MAP_LOSSES = ("dice", "focal", "bce")
-IMAGE_LOSSES = ("qg", "eg", "st", "none")
 
 
 def dice_loss(pred: Tensor, target: Tensor, smooth: float = 1.0) -> Tensor:
@@ -88,6 +84,8 @@ def qg_loss(a: Tensor, b: Tensor, fused: Tensor, soft_k: float = 1000.0, orienta
         - a, b, fused: :math:`(B, 1, H, W)` gray in [0, 1]
         - output: scalar
     """
+    from mfif.metrics.gradient import GACN_LOSS, q_abf  # training only: keeps torchmetrics off the fuse path
+
     return 1 - q_abf(a, b, fused, constants=GACN_LOSS, soft_k=soft_k, orientation=orientation).mean()
 
 
@@ -149,18 +147,18 @@ class GACNLoss(nn.Module):
     """``L = L_map + lambda L_image`` (Eq. 6) with the variants of Fig. 9.
 
     Args:
-        map_loss: ``dice`` (Eq. 7) | ``focal`` | ``bce``.
-        image_loss: ``qg`` (Eq. 18) | ``eg`` | ``st`` | ``none``.
-        image_loss_weight: lambda; None = :func:`default_image_loss_weight`.
-        qg_k: k of the soft comparison (Eq. 12; the paper uses 1000).
-        orientation: ``abs`` (Eq. 11) | ``smooth`` (Eq. 14).
-        focal_alpha, focal_gamma: focal-loss constants ([54]: 0.25, 2).
+        m: the model config (:class:`lightning_modules.gacn.module.GACNConfig`, the one place that
+            holds the defaults and their sources), read for
+            ``map_loss`` (``dice`` Eq. 7 | ``focal`` | ``bce``), ``image_loss`` (``qg`` Eq. 18 | ``eg`` |
+            ``st`` | ``none``), ``image_loss_weight`` (lambda; None = :func:`default_image_loss_weight`),
+            ``qg_k`` (k of Eq. 12), ``orientation`` (``abs`` Eq. 11 | ``smooth`` Eq. 14) and
+            ``focal_alpha``, ``focal_gamma`` (focal-loss constants of [54]).
     """
 
-    def __init__(self, map_loss: str = "dice", image_loss: str = "qg", image_loss_weight: Optional[float] = None,
-                 qg_k: float = 1000.0, orientation: str = "abs", focal_alpha: float = 0.25,
-                 focal_gamma: float = 2.0):
+    def __init__(self, m):
         super().__init__()
+        map_loss, image_loss, orientation = m.map_loss, m.image_loss, m.orientation
+        image_loss_weight = m.image_loss_weight
         if map_loss not in MAP_LOSSES:
             raise ValueError(f"model.map_loss must be one of {MAP_LOSSES}, got '{map_loss}'")
         if image_loss not in IMAGE_LOSSES:
@@ -169,7 +167,7 @@ class GACNLoss(nn.Module):
             raise ValueError(f"model.orientation must be 'abs' or 'smooth', got '{orientation}'")
         self.map_loss, self.image_loss, self.orientation = map_loss, image_loss, orientation
         self.weight = default_image_loss_weight(image_loss) if image_loss_weight is None else float(image_loss_weight)
-        self.qg_k, self.focal_alpha, self.focal_gamma = qg_k, focal_alpha, focal_gamma
+        self.qg_k, self.focal_alpha, self.focal_gamma = float(m.qg_k), float(m.focal_alpha), float(m.focal_gamma)
 
     def forward(self, logits: Tensor, initial: Tensor, fused: Tensor, sources: Tensor, mask: Tensor,
                 gt: Optional[Tensor] = None) -> dict[str, Tensor]:
@@ -185,18 +183,23 @@ class GACNLoss(nn.Module):
         Returns:
             dict with ``loss`` (total), ``map`` and ``image``.
         """
-        if self.map_loss == "dice":
-            l_map = dice_loss(initial, mask)
-        elif self.map_loss == "focal":
-            l_map = focal_loss(logits, mask, self.focal_alpha, self.focal_gamma)
-        else:
-            l_map = balanced_bce_loss(logits, mask)
-        if self.image_loss == "qg":
-            l_img = qg_loss(sources[:, 0], sources[:, 1], fused, self.qg_k, self.orientation)
-        elif self.image_loss == "eg":
-            l_img = edge_preserving_loss(fused, sources, gt)
-        elif self.image_loss == "st":
-            l_img = structure_tensor_loss(fused, sources)
-        else:
-            l_img = fused.new_zeros(())
+        l_map = MAP_LOSS_FNS[self.map_loss](self, logits, initial, mask)
+        l_img = IMAGE_LOSS_FNS[self.image_loss](self, fused, sources, gt)
         return {"loss": l_map + self.weight * l_img, "map": l_map, "image": l_img}
+
+
+#: ``model.map_loss`` -> ``(GACNLoss, logits, initial map, GT mask) -> loss`` (Fig. 9 mask losses).
+MAP_LOSS_FNS = {
+    "dice": lambda c, logits, initial, mask: dice_loss(initial, mask),  # Eq. 7 on the initial map
+    "focal": lambda c, logits, initial, mask: focal_loss(logits, mask, c.focal_alpha, c.focal_gamma),
+    "bce": lambda c, logits, initial, mask: balanced_bce_loss(logits, mask),
+}
+#: ``model.image_loss`` -> ``(GACNLoss, fused, sources, gt) -> loss`` (Fig. 9 gradient losses).
+IMAGE_LOSS_FNS = {
+    "qg": lambda c, fused, sources, gt: qg_loss(sources[:, 0], sources[:, 1], fused, c.qg_k, c.orientation),  # Eq. 18
+    "eg": lambda c, fused, sources, gt: edge_preserving_loss(fused, sources, gt),
+    "st": lambda c, fused, sources, gt: structure_tensor_loss(fused, sources),
+    "none": lambda c, fused, sources, gt: fused.new_zeros(()),
+}
+MAP_LOSSES = tuple(MAP_LOSS_FNS)  # ("dice", "focal", "bce")
+IMAGE_LOSSES = tuple(IMAGE_LOSS_FNS)  # ("qg", "eg", "st", "none")

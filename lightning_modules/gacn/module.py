@@ -92,15 +92,14 @@ class GACN(FusionModule):
 
     def __init__(self, cfg: DictConfig):
         super().__init__(cfg)
-        m = cfg.model
+        m = self.cfg.model  # cfg may be a checkpoint's dict (load_from_checkpoint)
         if m.multi_strategy not in STRATEGIES:
             raise ValueError(f"model.multi_strategy must be one of {STRATEGIES}, got '{m.multi_strategy}'")
         if m.map_loss not in MAP_LOSSES or m.image_loss not in IMAGE_LOSSES:
             raise ValueError(f"model.map_loss must be in {MAP_LOSSES} and model.image_loss in {IMAGE_LOSSES}, "
                              f"got '{m.map_loss}', '{m.image_loss}'")
         self.net = build_network(m)
-        self.criterion = GACNLoss(m.map_loss, m.image_loss, m.image_loss_weight, m.qg_k, m.orientation,
-                                  m.focal_alpha, m.focal_gamma)
+        self.criterion = GACNLoss(m)  # GACNConfig is the one source of the loss hyper-parameters
 
     # ------------------------------------------------------------------ inference
     def fuse_working(self, sources: Tensor) -> FusionOutput:

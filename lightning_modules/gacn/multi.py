@@ -22,13 +22,13 @@ import torch
 from torch import Tensor
 
 from lightning_modules.gacn.network import GACNNet
+from mfif.ops.checks import check_shape
 
 STRATEGIES = ("calibration", "serial")
 
 
 def _check(sources: Tensor) -> None:
-    if sources.dim() != 5 or sources.shape[2] != 1 or sources.shape[1] < 2:
-        raise ValueError(f"sources must be gray [B, N, 1, H, W] with N >= 2, got {tuple(sources.shape)}")
+    check_shape(sources, "sources", "B N 1 H W", N=2)  # gray, N >= 2
 
 
 def decision_volume(pairwise: Tensor, eps: float = 1e-4) -> Tensor:

@@ -10,7 +10,7 @@ Pipeline for a pair of gray sources A, B in [0, 1]::
     final = boundary-guided filter   Gaussian band [0.1, 0.8] + guided filter      (Sec. 3.1.2)
     F = final * A + (1 - final) * B                                                (Eq. 5)
 
-Layer order, widths and constants follow the released code (``../shared/NOTES.md``), so the
+Layer order, widths and constants follow the released code (Keep-Passion/GACN ``nets/gacn_net.py``), so the
 official checkpoint loads after the key renaming in :mod:`lightning_modules.gacn.official`:
 Conv-ReLU-BN blocks (ReLU *before* BatchNorm), CSE with reduction 8 and no biases, SSE as a
 bias-free 7x7 conv to one channel, SF as raw window sums (no sqrt / normalisation, see

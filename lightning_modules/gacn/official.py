@@ -1,7 +1,7 @@
 """Converter of the released GACN checkpoint (Keep-Passion/GACN ``nets/parameters/GACN.pkl``).
 
 The file is a legacy (non-zip) torch pickle holding a bare ``OrderedDict`` state dict of 69
-tensors saved on CUDA (``../shared/weights/README.md``). It is read with
+tensors saved on CUDA (Keep-Passion/GACN ``nets/parameters/GACN.pkl``). It is read with
 ``torch.load(path, map_location="cpu", weights_only=True)`` (tensors only, no code) and renamed
 to this package's module names; loading is strict (no missing or unexpected key).
 

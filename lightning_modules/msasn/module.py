@@ -31,7 +31,8 @@ from mfif.registry import register_method
 class MSASNConfig(ModelConfig):
     """Model, post-processing and loss hyper-parameters of MSASN."""
 
-    # Table 7 row: baseline | dca | dca_siamese | dca_residual_dfeb | full (Sec. 4.4.2).
+    # Table 7 row: baseline | dca | dca_siamese | dca_residual_dfeb | full (Sec. 4.4.2);
+    # Fig. 15 (a)-(c): no_dca | no_siamese | no_dfeb (full minus one part; (d) = dca_residual_dfeb).
     variant: str = "full"
     width: int = 32  # first-stage encoder width per branch (not in the paper; ours)
     window_size: int = 16  # LAM window in input pixels: our reading of Table 6's "window size" (best 16x16)
@@ -50,6 +51,9 @@ class MSASNConfig(ModelConfig):
     map_loss_weight: float = 1.0
     image_loss_weight: float = 1.0
     ssim_window: int = 11
+    gcb_loss: str = "mse"  # Sec. 3.3: GCB output vs ground truth, "MSE loss and SSIM loss" | ssim | mse_ssim | none
+    gcb_loss_weight: float = 1.0  # not in the paper (ours)
+    gcb_pretrain_epochs: int = 0  # Sec. 3.3 "the trained GCB": >0 trains only the GCB objective for these first epochs
 
 
 def build_network(m: DictConfig | MSASNConfig) -> MSASNNet:
@@ -76,14 +80,14 @@ class MSASN(FusionModule):
 
     def __init__(self, cfg: DictConfig):
         super().__init__(cfg)
-        m = cfg.model
+        m = self.cfg.model  # cfg may be a checkpoint's dict (load_from_checkpoint)
         self.net = build_network(m)
         if m.connectivity not in (4, 8):
             raise ValueError(f"model.connectivity must be 4 or 8, got {m.connectivity}")
         for key in ("threshold", "area_ratio"):
             if not 0.0 <= float(m[key]) <= 1.0:
                 raise ValueError(f"model.{key} must lie in [0, 1], got {m[key]}")
-        self.criterion = MSASNLoss(m.map_loss, m.image_loss, m.map_loss_weight, m.image_loss_weight, m.ssim_window)
+        self.criterion = MSASNLoss(m)  # MSASNConfig is the one source of the loss hyper-parameters
 
     # ------------------------------------------------------------------ inference
     def fuse_working(self, sources: Tensor) -> FusionOutput:
@@ -112,8 +116,15 @@ class MSASN(FusionModule):
         if sources.dim() != 5 or sources.shape[1] != 2:
             raise ValueError(f"MSASN trains on pairs: batch['sources'] must be [B, 2, C, H, W], got {tuple(sources.shape)}")
         gray = to_working_space(sources, self.colour_policy)
-        logits = self.net(gray[:, 0], gray[:, 1])
-        return self.criterion(logits, sources, batch.get("gt"), batch.get("mask"))
+        logits, clean = self.net(gray[:, 0], gray[:, 1], return_clean=True)
+        gt = batch.get("gt")
+        has_gcb = self.net.comp.gcb and self.cfg.model.gcb_loss != "none"
+        clean_gt = to_working_space(gt.unsqueeze(1), self.colour_policy)[:, 0] if has_gcb and gt is not None else None
+        clean = torch.stack(clean.chunk(2, 0), 1) if has_gcb else None  # [B, 2, 1, H, W], Sec. 3.3
+        total, parts = self.criterion(logits, sources, gt, batch.get("mask"), clean, clean_gt)
+        if has_gcb and self.training and self.current_epoch < int(self.cfg.model.gcb_pretrain_epochs):
+            total = self.criterion.gcb_weight * parts["gcb"]  # GCB pre-training stage: its objective alone
+        return total, parts
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         loss, parts = self._loss(batch)

@@ -19,11 +19,19 @@ Choices the paper leaves open (Fig. 1 is not in the text), all ours:
   the whole image. ``window`` is given in input-image pixels (divided by 2 per pooling), and it
   is our reading of the "window size" of Table 6 (4, 8, 16, 32; best 16);
 * GCB is DnCNN [64] with residual learning (clean = x - predicted noise) and a zero-initialised
-  last layer, so it starts as the identity and is trained jointly with the rest (the paper
-  trains it on "the multi-focus image sequence" without a separate target);
+  last layer, so it starts as the identity. Sec. 3.3 trains it to reconstruct the ground truth
+  (MSE/SSIM); :mod:`lightning_modules.msasn.loss` adds that objective (``model.gcb_loss``) to the
+  end-to-end loss;
 * without the Siamese structure (Table 7 rows 1-2) the encoder is one stream over the stacked
   pair ``[A, C]`` with doubled widths (the plain encoder-decoder baseline), so the decoder is
   unchanged; without DCA the decoder blocks are plain Conv-BN-ReLU.
+
+Inference fast path (eval mode, no gradient, CPU; :func:`mfif.ops.conv.fast_paths` turns it off):
+the same layers on NHWC activations, BatchNorm folded into the convolutions
+(:func:`mfif.ops.conv.fold_batchnorm`), ReLU and residual additions fused into them
+(:func:`mfif.ops.conv.conv_module`), the ``C -> 1`` convolutions split in two
+(:func:`mfif.ops.conv.single_output_conv2d`). Same outputs up to float rounding
+(``tests/test_fast_paths.py``); speed in ``experiments/benchmarks/bench_inference.py``.
 """
 from __future__ import annotations
 
@@ -33,6 +41,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from mfif.ops.conv import conv_module, fast_inference, fold_batchnorm, single_output_conv2d
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,12 @@ VARIANTS = {
     "dca_siamese": Components(dca=True, siamese=True, lam=True, residual=False, dfeb=False, gcb=False),
     "dca_residual_dfeb": Components(dca=True, siamese=True, lam=True, residual=True, dfeb=True, gcb=False),
     "full": Components(),
+    # Fig. 15 (Sec. 4.4.2): the full network minus one part - (a) DCA, (b) the Siamese structure
+    # (one stream over the stacked pair; the LAM goes with it, see above), (c) DFEB; (d) "minus
+    # GCB" is dca_residual_dfeb and (e) is full.
+    "no_dca": Components(dca=False),
+    "no_siamese": Components(siamese=False, lam=False),
+    "no_dfeb": Components(dfeb=False),
 }
 
 
@@ -73,6 +89,12 @@ class ConvBNReLU(nn.Sequential):
             nn.BatchNorm2d(cout),
             nn.ReLU(inplace=True),
         )
+
+    def forward(self, x: Tensor) -> Tensor:
+        if fast_inference(self, x):  # BatchNorm folded, ReLU fused
+            w, b = fold_batchnorm(self[0], self[1])
+            return conv_module(self[0], x, "relu", weight=w, bias=b)
+        return super().forward(x)
 
 
 class GenCleanBlock(nn.Module):
@@ -101,6 +123,14 @@ class GenCleanBlock(nn.Module):
         self.residual = residual
 
     def forward(self, x: Tensor) -> Tensor:
+        if fast_inference(self, x):  # every ReLU fused into its convolution
+            convs = list(self.body)[::2]
+            y = x
+            for conv in convs[:-1]:
+                y = conv_module(conv, y, "relu")
+            last = convs[-1]
+            y = single_output_conv2d(y, last.weight, last.bias) if last.out_channels == 1 else conv_module(last, y)
+            return torch.sub(x, y, out=y) if self.residual else y
         return x - self.body(x) if self.residual else self.body(x)
 
 
@@ -151,6 +181,9 @@ class ResidualBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        if fast_inference(self, x):  # BatchNorm folded; skip addition and ReLU fused into the 2nd conv
+            w, b = fold_batchnorm(self.body[1], self.body[2])
+            return conv_module(self.body[1], self.body[0](x), "relu", residual=x, weight=w, bias=b)
         return F.relu(x + self.body(x))
 
 
@@ -162,7 +195,8 @@ class ContentGuidedAttention(nn.Module):
     padding as DEA-Net), ``W_coa = W_c + W_s`` (Eq. 6, broadcast), then
     ``W = sigmoid(GC7x7(CS([X, W_coa])))`` (Eq. 7): the channel shuffle interleaves each channel of
     X with its coarse map and the grouped conv (groups = C) refines every pair into one map.
-    The sigmoid is applied once (NOTES.md: one DEA-Net variant applies it twice; we don't).
+    The sigmoid is applied once (one fusion variant of the released DEA-Net code,
+    cecret3350/DEA-Net, applies it twice; we don't).
 
     Shape:
         - x: :math:`(B, C, H, W)`
@@ -190,7 +224,8 @@ class DeepFeatureExtraction(nn.Module):
 
     Feature extraction block: ``f1 = ReLU(conv(x)) + x``, ``f2 = conv(f1)``, ``y = conv1x1([f1, f2])``
     ("two convolutional layers ... residual connections ... concatenated ... a convolutional layer
-    is then used to reduce the dimensionality"); output ``y * CGA(y) + x`` (NOTES.md, DEA block).
+    is then used to reduce the dimensionality"); output ``y * CGA(y) + x`` (DEA block of DEA-Net,
+    cecret3350/DEA-Net).
 
     Shape:
         - x: :math:`(B, C, H, W)`
@@ -205,6 +240,10 @@ class DeepFeatureExtraction(nn.Module):
         self.cga = ContentGuidedAttention(channels, cga_hidden)
 
     def forward(self, x: Tensor) -> Tensor:
+        if fast_inference(self, x):  # ReLU fused; the in-place updates reuse fresh activations
+            f1 = conv_module(self.conv1, x, "relu").add_(x)
+            y = self.reduce(torch.cat([f1, self.conv2(f1)], 1))
+            return torch.addcmul(x, y, self.cga(y), out=y)
         f1 = F.relu(self.conv1(x)) + x
         f2 = self.conv2(f1)
         y = self.reduce(torch.cat([f1, f2], 1))
@@ -235,11 +274,16 @@ class DilatedConvAttention(nn.Module):
         self.fuse = ConvBNReLU(2 * cout, cout, kernel=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        m = F.relu(self.merge(torch.cat([b(x) for b in self.branches], 1)))
+        fast = fast_inference(self, x)  # ReLU fused, 2 -> 1 conv split, gates applied in place
+        merge = (lambda t: conv_module(self.merge, t, "relu")) if fast else (lambda t: F.relu(self.merge(t)))
+        m = merge(torch.cat([b(x) for b in self.branches], 1))
         mc = torch.sigmoid(self.mlp(m.mean((2, 3), keepdim=True)) + self.mlp(m.amax((2, 3), keepdim=True)))  # Eq. 1
-        f1 = mc * m  # Eq. 2
-        ms = torch.sigmoid(self.spatial(torch.cat([f1.mean(1, keepdim=True), f1.amax(1, keepdim=True)], 1)))  # Eq. 3
-        f2 = ms * f1  # Eq. 4
+        f1 = m.mul_(mc) if fast else mc * m  # Eq. 2
+        desc = torch.cat([f1.mean(1, keepdim=True), f1.amax(1, keepdim=True)], 1)
+        if fast:  # Eqs. 3-4
+            f2 = f1.mul_(single_output_conv2d(desc, self.spatial.weight, self.spatial.bias, activation="sigmoid"))
+        else:
+            f2 = torch.sigmoid(self.spatial(desc)) * f1  # Eqs. 3-4
         return self.fuse(torch.cat([f2, self.residual(x)], 1))
 
 
@@ -321,14 +365,23 @@ class MSASNNet(nn.Module):
             return [torch.cat(f.chunk(2, 0), 1) for f in feats]
         return self.encoder(torch.cat([a, c], 1))
 
-    def forward(self, a: Tensor, c: Tensor) -> Tensor:
+    def forward(self, a: Tensor, c: Tensor, return_clean: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Decision logits; with ``return_clean`` also the GCB outputs ``[2B, C, H, W]`` (a' then c')."""
         if a.dim() != 4 or a.shape != c.shape:
             raise ValueError(f"a and c must be [B, C, H, W] of equal shape, got {tuple(a.shape)} and {tuple(c.shape)}")
         if min(a.shape[-2:]) < 4:
             raise ValueError(f"MSASN needs H, W >= 4 (two 2x2 poolings), got {tuple(a.shape[-2:])}")
-        a, c = self.gcb(torch.cat([a, c], 0)).chunk(2, 0)  # GCB applied to each source (Sec. 3.3)
+        pair = torch.cat([a, c], 0)
+        fast = fast_inference(self, pair)
+        if fast:  # NHWC activations from here on (module doc)
+            pair = pair.contiguous(memory_format=torch.channels_last)
+        clean = self.gcb(pair)  # GCB applied to each source (Sec. 3.3)
+        a, c = clean.chunk(2, 0)
         p0, p1, p2 = self.encode_pair(a, c)
         x = self.dec2(p2)
         x = self.dec1(torch.cat([F.interpolate(x, size=p1.shape[-2:], mode="bilinear", align_corners=False), p1], 1))
         x = self.dec0(torch.cat([F.interpolate(x, size=p0.shape[-2:], mode="bilinear", align_corners=False), p0], 1))
-        return self.head(x)
+        logits = single_output_conv2d(x, self.head.weight, self.head.bias) if fast else self.head(x)
+        if fast:  # callers get the usual layout
+            logits, clean = logits.contiguous(), clean.contiguous()
+        return (logits, clean) if return_clean else logits

@@ -87,7 +87,7 @@ class UDPNetModule(FusionModule):
 
     def __init__(self, cfg: DictConfig):
         super().__init__(cfg)
-        m = cfg.model
+        m = self.cfg.model  # cfg may be a checkpoint's dict (load_from_checkpoint)
         _check_model_config(m)
         self.variant = m.variant
         # Non-learned refiners (Fig. 7) are plain callables: user models stay out of the checkpoint.

@@ -18,6 +18,12 @@ Reading order:
 
 All fusers handle any number K >= 2 of sources (Remark 1): per-source networks share weights and
 only the energy h (Eq. 12) couples the sources.
+
+Inference fast path (eval mode, no gradient, CPU; :func:`mfif.ops.conv.fast_paths` turns it off):
+:class:`EncoderDecoder` runs on NHWC activations with every ReLU, and the residual additions of
+:class:`ResBlock`, fused into the convolutions (:func:`mfif.ops.conv.conv_module`), and the
+non-local attention on dense ``q, k, v`` (PyTorch's fused CPU attention kernel). Same outputs up
+to float rounding (``tests/test_fast_paths.py``); speed in ``experiments/benchmarks/bench_inference.py``.
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_modules.udpnet.ops import compose, grad_h_image, grad_h_masks
+from mfif.ops.conv import conv_module, fast_inference
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -46,6 +53,8 @@ class ResBlock(nn.Module):
         self.conv1, self.conv2 = _conv(channels, channels), _conv(channels, channels)
 
     def forward(self, x: Tensor) -> Tensor:
+        if fast_inference(self, x):  # ReLUs and the skip addition fused into the convolutions
+            return conv_module(self.conv2, conv_module(self.conv1, x, "relu"), "relu", residual=x)
         return F.relu(x + self.conv2(F.relu(self.conv1(x))))
 
 
@@ -79,6 +88,8 @@ class NonLocalBlock(nn.Module):
         kv_in = F.max_pool2d(x, 2) if min(h, w) >= 2 else x
         k = self.phi(kv_in).flatten(2).transpose(1, 2)
         v = self.g(kv_in).flatten(2).transpose(1, 2)
+        if fast_inference(self, x):  # dense q, k, v: PyTorch's fused (flash) CPU kernel, ~6x the math path
+            q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         y = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), scale=1.0)
         y = y.squeeze(1).transpose(1, 2).reshape(b, -1, h, w)
         return x + self.out(y)
@@ -121,12 +132,19 @@ class EncoderDecoder(nn.Module):
         return torch.cat([x, skip], dim=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        s1 = self.enc1(F.relu(self.head(x)))
-        s2 = self.enc2(F.relu(self.down1(s1)))
-        z = self.bottleneck(F.relu(self.down2(s2)))
-        z = self.dec2(F.relu(self.merge2(self._up_cat(z, s2))))
-        z = self.dec1(F.relu(self.merge1(self._up_cat(z, s1))))
-        return self.tail(z)
+        fast = fast_inference(self, x)
+        if fast:  # NHWC activations, ReLU fused into each convolution (module doc)
+            x = x.contiguous(memory_format=torch.channels_last)
+
+        def conv_relu(conv: nn.Conv2d, t: Tensor) -> Tensor:
+            return conv_module(conv, t, "relu") if fast else F.relu(conv(t))
+
+        s1 = self.enc1(conv_relu(self.head, x))
+        s2 = self.enc2(conv_relu(self.down1, s1))
+        z = self.bottleneck(conv_relu(self.down2, s2))
+        z = self.dec2(conv_relu(self.merge2, self._up_cat(z, s2)))
+        z = self.dec1(conv_relu(self.merge1, self._up_cat(z, s1)))
+        return self.tail(z).contiguous() if fast else self.tail(z)
 
 
 def _per_source(net: nn.Module, x: Tensor) -> Tensor:

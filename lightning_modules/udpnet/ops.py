@@ -15,14 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mfif.ops.checks import check_shape
+
 
 def _check_stack(x: Tensor, name: str) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 5 or x.shape[2] != 1:
-        raise ValueError(f"{name} must have shape [B, K, 1, H, W] (one channel per source), got {tuple(x.shape)}")
-    if x.shape[1] < 2:
-        raise ValueError(f"{name} needs K >= 2 sources on dim 1, got K = {x.shape[1]}")
+    check_shape(x, name, "B K 1 H W", K=2)  # one channel per source, K >= 2 sources
 
 
 def gradient_magnitude(sources: Tensor) -> Tensor:

@@ -10,7 +10,7 @@ Two normalisations are offered:
 * the official code's form (``official_quirk=True``): ``exp(a_k) / (sum_i exp(a_i) + 1e-10)``
   computed literally, where in the *spatial* attention the first source's own term in the
   denominator is replaced by the second source's. For K = 2 this is the released code's
-  ``mask1 = exp(a1) / (exp(a2) + exp(a2) + 1e-10)`` (``../shared/NOTES.md``); the released
+  ``mask1 = exp(a1) / (exp(a2) + exp(a2) + 1e-10)`` (ReckonerInheritor/UFA-Fusion ``Code/model/model.py``); the released
   weights were trained with it, so exact parity needs it. Its weights do not sum to 1.
   For K > 2 we generalise it as "source 0's term replaced by source 1's".
 """
@@ -20,15 +20,15 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from mfif.ops.checks import check_shape
+from mfif.ops.conv import fast_inference, single_output_conv2d
+
 # EPSILON of the official attention blocks (both channel and spatial), used only in quirk mode.
 OFFICIAL_EPS = 1e-10
 
 
 def _check_sources_features(x: Tensor, name: str) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 5 or x.shape[1] < 2:
-        raise ValueError(f"{name} must have shape [B, K, C, H, W] with K >= 2, got {tuple(x.shape)}")
+    check_shape(x, name, "B K C H W", K=2)
 
 
 def softmax_across_sources(logits: Tensor, official_quirk: bool = False, eps: float = OFFICIAL_EPS) -> Tensor:
@@ -121,6 +121,8 @@ class SpatialAttentionConv(nn.Module):
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        if fast_inference(self, x):  # inference: the 2 -> 1 conv split in two (mfif.ops.conv)
+            return single_output_conv2d(spatial_descriptor(x), self.conv.weight)
         return self.conv(spatial_descriptor(x))
 
 

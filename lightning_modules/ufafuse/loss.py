@@ -1,7 +1,7 @@
 """UFA-Fuse training loss (Sec. III-A, Eqs. 1-4): ``lambda * L1 + (1 - lambda) * (1 - SSIM)``.
 
 SSIM comes from kornia (:func:`kornia.metrics.ssim`): 11x11 Gaussian window, sigma 1.5, as
-the official training code (``../shared/NOTES.md``), averaged over pixels, channels and the
+the official training code (ReckonerInheritor/UFA-Fusion ``Code/train.py``, ``Code/Loss.py``), averaged over pixels, channels and the
 batch. Deviation: kornia pads the image by reflection ("same"), the official pytorch-ssim by
 zeros; this only changes the border pixels' SSIM.
 
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from kornia.metrics import ssim
 from torch import Tensor
 
-SSIM_WINDOW = 11  # official training code (NOTES.md); Gaussian sigma 1.5 is kornia's fixed value
+SSIM_WINDOW = 11  # official Code/Loss.py; Gaussian sigma 1.5 is kornia's fixed value
 DEFAULT_LAMBDA = 0.2  # Eq. 1, Sec. III-A ("set to 0.2"); Table III sweeps it
 
 

@@ -2,7 +2,7 @@
 for multi-focus image fusion"): end-to-end supervised fusion with unity fusion attention.
 
 Network: :mod:`lightning_modules.ufafuse.network`; loss (Eq. 1): :mod:`.loss`; released
-weights: :mod:`.official` (``weights=../shared/weights/ufa_official.pth
+weights: :mod:`.official` (``weights=weights/ufa_official.pth
 model.official_quirk=true`` reproduces the authors' outputs). Config:
 ``experiments/configs/ufafuse.yaml``; ablations: ``ablations/ufafuse/``.
 
@@ -66,7 +66,7 @@ class UFAFuseModule(FusionModule):
 
     def __init__(self, cfg: DictConfig):
         super().__init__(cfg)
-        m = cfg.model
+        m = self.cfg.model  # cfg may be a checkpoint's dict (load_from_checkpoint)
         if m.attention not in ATTENTION_MODES:
             raise ValueError(f"model.attention must be one of {ATTENTION_MODES}, got '{m.attention}'")
         if m.init not in INITS:

@@ -15,7 +15,7 @@ Pipeline, shared weights for every source ``x_k`` (RGB in [0, 1]):
    sigmoid (official code: 4+1 convs where Table II lists ICB1-4).
 
 Attribute names (``conv1``, ``rb1``, ``sc4``, ``EX3``, ``restruction`` [sic] ...) are the
-official ones so ``../shared/weights/ufa_official.pth`` loads with ``strict=True``; 455,111
+official ones so the released ``ufa_official.pth`` loads with ``strict=True``; 455,111
 parameters.
 
 **K > 2 sources** (not in the paper, which fixes K = 2). Both softmaxes run over all K
@@ -31,6 +31,14 @@ put the reference/first image first.
 **Ablations** (Table IV, ``attention``): ``ufa`` (both), ``no_sa`` (channel only), ``no_ca``
 (spatial only), ``none`` (NO-UFA: features pass unweighted). ``sc4.conv1/conv2`` are kept in
 every variant, so only the attention is removed and all variants load the same weights.
+
+**Inference fast path** (eval mode, no gradient, CPU; :func:`mfif.ops.conv.fast_paths` turns it off): the
+same layers on NHWC activations with each LeakyReLU fused into its convolution
+(:func:`mfif.ops.conv.conv_module`), the 7x7 ``2 -> 1`` attention convs split in two
+(:func:`mfif.ops.conv.single_output_conv2d`, in :mod:`.attention`) and the attention weights
+applied in place. Same
+outputs up to float rounding (``tests/test_fast_paths.py``); speed in
+``experiments/benchmarks/bench_inference.py``.
 """
 from __future__ import annotations
 
@@ -45,6 +53,7 @@ from lightning_modules.ufafuse.attention import (
     channel_attention_weights,
     spatial_attention_weights,
 )
+from mfif.ops.conv import conv_module, fast_inference
 
 AttentionMode = Literal["ufa", "no_sa", "no_ca", "none"]
 ATTENTION_MODES = ("ufa", "no_sa", "no_ca", "none")
@@ -83,6 +92,8 @@ class ConvLReLU(nn.Module):
         self.body = nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, 1, 1), nn.LeakyReLU(negative_slope))
 
     def forward(self, x: Tensor) -> Tensor:
+        if fast_inference(self, x):  # LeakyReLU fused into the convolution
+            return conv_module(self.body[0], x, "leaky_relu", negative_slope=self.body[1].negative_slope)
         return self.body(x)
 
 
@@ -101,6 +112,9 @@ class FeatureBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        if fast_inference(self, x):  # LeakyReLU fused into the first convolution
+            h = conv_module(self.body[0], x, "leaky_relu", negative_slope=self.body[1].negative_slope)
+            return conv_module(self.body[2], h)
         return self.body(x)
 
 
@@ -138,15 +152,16 @@ class UnityFusionAttention(nn.Module):
 
     def forward(self, feats: Tensor) -> tuple[Tensor, dict]:
         k = feats.shape[1]
+        fast = fast_inference(self, feats)  # inference: f is fresh, the weights apply in place
         f = unfold_sources(self.conv1(fold_sources(feats)), k)
         weights: dict = {}
         if self.attention in ("ufa", "no_sa"):
             weights["channel"] = channel_attention_weights(f, official=self.official_quirk)
-            f = weights["channel"] * f  # Eq. 5: F'_k = M^c_k (x) F_k
+            f = f.mul_(weights["channel"]) if fast else weights["channel"] * f  # Eq. 5: F'_k = M^c_k (x) F_k
         if self.attention in ("ufa", "no_ca"):
             scores = self.att_sp(f)  # Eq. 9
             weights["spatial"] = spatial_attention_weights(scores, official_quirk=self.official_quirk)  # Eq. 10
-            f = weights["spatial"] * f  # Eq. 6: F''_k = M^s_k (x) F'_k
+            f = f.mul_(weights["spatial"]) if fast else weights["spatial"] * f  # Eq. 6: F''_k = M^s_k (x) F'_k
         return unfold_sources(self.conv2(fold_sources(f)), k), weights
 
 
@@ -195,8 +210,16 @@ class UFAFuseNet(nn.Module):
             raise ValueError(f"sources must have {self.in_channels} channels, got {sources.shape[2]}")
         k = sources.shape[1]
         x = fold_sources(sources)
-        x = self.rb3(self.rb2(self.rb1(self.conv1(x))))
+        if fast_inference(self, x):  # NHWC activations, LeakyReLU fused (module doc)
+            x = conv_module(self.conv1[0], x.contiguous(memory_format=torch.channels_last), "leaky_relu",
+                            negative_slope=self.conv1[1].negative_slope)
+        else:
+            x = self.conv1(x)
+        x = self.rb3(self.rb2(self.rb1(x)))
         feats, weights = self.sc4(unfold_sources(x, k))
-        fused = self.fusion(pair_slots(feats))
-        out = torch.sigmoid(self.restruction(self.EX3(fused)))
+        if fast_inference(self, x) and k == 2:  # the same slots without summing one source (NHWC kept)
+            fused = conv_module(self.fusion, torch.cat([feats[:, 0], feats[:, 1]], 1))
+        else:
+            fused = self.fusion(pair_slots(feats))
+        out = torch.sigmoid(self.restruction(self.EX3(fused))).contiguous()  # NCHW for the caller
         return (out, weights) if return_attention else out

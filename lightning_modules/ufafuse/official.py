@@ -1,4 +1,4 @@
-"""Loader of the authors' released UFA-Fusion checkpoint (``../shared/weights/ufa_official.pth``).
+"""Loader of the authors' released UFA-Fusion checkpoint (ReckonerInheritor/UFA-Fusion, ``ufa_official.pth``).
 
 The file (ReckonerInheritor/UFA-Fusion, commit 92d63eb, ``Code/experment/best.pth``; md5
 93dfe4d9d652bc6e367c4798b9ef3bb7) is a bare legacy-format ``state_dict`` of the official
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-OFFICIAL_NUM_PARAMS = 455_111  # ../shared/weights/README.md
+OFFICIAL_NUM_PARAMS = 455_111  # parameters of the released checkpoint (counted)
 OFFICIAL_NUM_TENSORS = 32
 
 

@@ -37,7 +37,7 @@ from mfif.registry import register_method
 class VAEEDOFConfig(ModelConfig):
     # ---- frozen VAE (Sec. 3, Fig. 1)
     latent_channels: int = LATENT_CHANNELS_SD3  # Sec. 3: "16-channel VAE distilled from StableDiffusion3"
-    vae_width: int = TAESD_WIDTH  # TAESD width (NOTES.md); the published weights need 64; less only in tests
+    vae_width: int = TAESD_WIDTH  # TAESD width (madebyollin/taesd, taesd.py); the published weights need 64; less only in tests
     vae_weights: Optional[str] = None  # taesd3_encoder.pth (or its folder) | diffusers AutoencoderTiny folder | .ckpt
     vae_checkpoint: Optional[str] = None  # .ckpt of the vaeedof_vae stage (fallback VAE trained here)
     allow_random_vae: bool = False  # tests/smoke only: allow an untrained VAE (results are meaningless)
@@ -102,7 +102,7 @@ class VAEEDOFModule(FusionModule):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        m = cfg.model
+        m = self.cfg.model  # cfg may be a checkpoint's dict (load_from_checkpoint)
         if m.max_sources < 2:
             raise ValueError(f"model.max_sources must be >= 2, got {m.max_sources}")
         if m.tile_size and (m.tile_size % self.pad_multiple or not 0 <= m.tile_overlap < m.tile_size):

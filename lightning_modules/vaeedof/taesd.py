@@ -1,7 +1,7 @@
 """The frozen VAE of VAEEDOF: the TAESD tiny autoencoder, SD3 variant (Sec. 3, footnote 1).
 
 VAEEDOF "selected a 16-channel VAE distilled from StableDiffusion3" (Sec. 3), i.e. TAESD's
-``taesd3`` weights. Architecture facts (``../shared/NOTES.md``, "TAESD"): images in [0, 1];
+``taesd3`` weights. Architecture facts (released code, madebyollin/taesd ``taesd.py``): images in [0, 1];
 8x downsampling; 16 latent channels; every width 64; about 1.23 M parameters per half.
 
 The encoder and decoder are :class:`torch.nn.Sequential` subclasses whose layer indices are
@@ -15,10 +15,10 @@ import torch
 from torch import Tensor, nn
 
 LATENT_CHANNELS_SD3 = 16  # Sec. 3: "16-channel VAE distilled from StableDiffusion3"
-TAESD_WIDTH = 64  # NOTES.md: all widths 64 (the published weights need this)
-DOWNSCALE = 8  # NOTES.md: 8x downsampling (three stride-2 convolutions)
-CLAMP_MAGNITUDE = 3.0  # NOTES.md: the decoder first soft-clamps latents with tanh(x/3)*3
-BLOCKS_PER_STAGE = 3  # NOTES.md: 3 Blocks after each stride-2 conv / before each upsample
+TAESD_WIDTH = 64  # taesd.py: all widths 64 (the published weights need this)
+DOWNSCALE = 8  # taesd.py: 8x downsampling (three stride-2 convolutions)
+CLAMP_MAGNITUDE = 3.0  # taesd.py: the decoder first soft-clamps latents with tanh(x/3)*3
+BLOCKS_PER_STAGE = 3  # taesd.py: 3 Blocks after each stride-2 conv / before each upsample
 
 
 def conv3x3(c_in: int, c_out: int, stride: int = 1, bias: bool = True) -> nn.Conv2d:
@@ -29,7 +29,7 @@ class TAEBlock(nn.Module):
     """TAESD residual block: ``relu(conv-relu-conv-relu-conv(x) + skip(x))``.
 
     ``skip`` is a 1x1 convolution without bias when the widths differ, else the identity
-    (NOTES.md). Attribute names (``conv``, ``skip``, ``fuse``) give the published key names.
+    (taesd.py). Attribute names (``conv``, ``skip``, ``fuse``) give the published key names.
 
     Shape:
         - x: :math:`(B, C_{in}, H, W)`
@@ -47,14 +47,14 @@ class TAEBlock(nn.Module):
 
 
 class LatentClamp(nn.Module):
-    """Soft clamp of latents to (-3, 3): ``tanh(x / 3) * 3`` (first decoder layer, NOTES.md)."""
+    """Soft clamp of latents to (-3, 3): ``tanh(x / 3) * 3`` (first decoder layer, taesd.py)."""
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.tanh(x / CLAMP_MAGNITUDE) * CLAMP_MAGNITUDE
 
 
 class TAESDEncoder(nn.Sequential):
-    """Image ``[0, 1]`` -> latent, 8x smaller (NOTES.md layer order).
+    """Image ``[0, 1]`` -> latent, 8x smaller (taesd.py layer order).
 
     Layers: conv 3->w, Block; then 3 x [conv w->w stride 2 (no bias), 3 x Block]; conv w->latent.
 
@@ -77,7 +77,7 @@ class TAESDEncoder(nn.Sequential):
 
 
 class TAESDDecoder(nn.Sequential):
-    """Latent -> image (not clamped; ~[0, 1]) (NOTES.md layer order).
+    """Latent -> image (not clamped; ~[0, 1]) (taesd.py layer order).
 
     Layers: clamp tanh(x/3)*3, conv latent->w, ReLU; 3 x [3 x Block, nearest upsample x2,
     conv w->w (no bias)]; Block; conv w->3.

@@ -38,7 +38,7 @@ from mfif.registry import register_method
 @dataclass
 class VAEEDOFVAEConfig(ModelConfig):
     latent_channels: int = LATENT_CHANNELS_SD3  # Sec. 3: 16-channel SD3 variant
-    vae_width: int = TAESD_WIDTH  # TAESD width (NOTES.md)
+    vae_width: int = TAESD_WIDTH  # TAESD width (madebyollin/taesd, taesd.py)
     init_weights: Optional[str] = None  # start from TAESD/diffusers/.ckpt weights (fine-tune); None = random init
     w_l1: float = 1.0  # ours
     w_ssim: float = 0.5  # ours
@@ -55,7 +55,7 @@ class VAEEDOFVAEModule(FusionModule):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        m = cfg.model
+        m = self.cfg.model  # cfg may be a checkpoint's dict (load_from_checkpoint)
         if m.w_l1 < 0 or m.w_ssim < 0 or m.w_l1 + m.w_ssim == 0:
             raise ValueError(f"model.w_l1 and model.w_ssim must be >= 0 and not both 0, got {m.w_l1}, {m.w_ssim}")
         self.vae = TinyVAE(m.latent_channels, m.vae_width)

@@ -1,4 +1,4 @@
-"""Conventions shared by the no-reference fusion metrics (../shared/reference/README.md).
+"""Conventions shared by the no-reference fusion metrics (Yu Liu's MATLAB toolbox, yuliu316316/MFIF-Metrics).
 
 The canonical MATLAB toolbox works on 8-bit images. Every metric here therefore starts from
 **integer grey levels 0..255 in float64**:

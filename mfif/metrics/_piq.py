@@ -2,7 +2,7 @@
 
 * ``import piq`` fails without torchvision (its ``__init__`` imports the FID Inception and
   the VGG-based LPIPS/DISTS, which import ``torchvision.models``). torchvision is not a
-  dependency of this project (it would pull a CUDA torch build, ../shared/NOTES.md), so
+  dependency of this project (it would pull a CUDA torch build), so
   :func:`import_piq` imports piq with a minimal stand-in for ``torchvision.models`` that
   only offers ``vgg16`` (the architecture LPIPS/DISTS need, weights from the local folder).
   The stand-in lives in ``sys.modules`` only while piq is imported. With a real

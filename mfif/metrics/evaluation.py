@@ -11,6 +11,7 @@ import io
 import math
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence, Union
 
@@ -18,6 +19,7 @@ import torch
 from torch import Tensor
 
 from mfif.metrics.registry import build_metric, metric_spec
+from mfif.progress import duration, eta_seconds
 
 __all__ = ["EvaluationError", "find_fused", "score_scene", "score_folder", "method_means", "arank", "write_tables", "format_markdown"]
 
@@ -99,7 +101,8 @@ def score_folder(
         metric_names: registered metric names.
         device: where the metrics run.
         metrics: pre-built metric objects (reused across folders), else built here.
-        progress: optional callback receiving a line per scored image.
+        progress: optional callback receiving a line per scored image:
+            ``[k/n] <folder>/<scene>: <metric>=<value>, ...  (ETA 1m05s)``.
 
     Returns:
         ``{scene name: {metric: value}}`` in scene order.
@@ -120,6 +123,7 @@ def score_folder(
         if missing:
             raise EvaluationError(f"full-reference metrics {needs_gt} need a ground truth; none for scenes {missing[:5]} (pass --gt)")
     results: dict[str, dict[str, float]] = {}
+    t0 = time.monotonic()
     for scene in scenes:
         fused = _load(paths[scene.name]).to(device)
         srcs = [_load(Path(p)).to(device) for p in scene.sources]
@@ -144,7 +148,10 @@ def score_folder(
                 raise EvaluationError(f"ground truth {scene.gt} has shape {tuple(gt.shape)}, fused {tuple(fused.shape)}")
         results[scene.name] = score_scene(fused, torch.stack(srcs, 0), metrics, gt)
         if progress is not None:
-            progress(f"{fused_dir.name}/{scene.name}: " + ", ".join(f"{k}={v:.4g}" for k, v in results[scene.name].items()))
+            k, n = len(results), len(scenes)
+            eta = eta_seconds(k, n, time.monotonic() - t0)
+            progress(f"[{k}/{n}] {fused_dir.name}/{scene.name}: " + ", ".join(f"{m}={v:.4g}" for m, v in results[scene.name].items())
+                     + (f"  (ETA {duration(eta)})" if eta is not None else ""))
     return results
 
 

@@ -101,6 +101,9 @@ def q_abf(
     orientation: Literal["abs", "smooth"] = "abs",
     orientation_k: Optional[float] = None,
     eps: float = 1e-5,
+    alignment: Literal["eq4", "liu"] = "eq4",
+    pooling: Literal["global", "pixel"] = "global",
+    guards: Literal["toolbox", "mefb"] = "toolbox",
 ) -> Tensor:
     """Q^AB/F edge-information preservation (Xydeas & Petrovic 2000), differentiable.
 
@@ -118,7 +121,7 @@ def q_abf(
 
     Range [0, 1] with the Petrovic constants (upper bound 0.9994 * 0.9879); higher is better.
     Inputs are used at their own scale: the metric uses gray levels 0..255 (the strength
-    ratio's zero guard is not scale invariant, see ../shared/reference/README.md).
+    ratio's zero guard is not scale invariant in Yu Liu's MATLAB toolbox, yuliu316316/MFIF-Metrics).
 
     Args:
         a, b: source images.
@@ -129,6 +132,13 @@ def q_abf(
         orientation: ``"abs"`` (Eq. 11) or ``"smooth"`` (Eq. 14).
         orientation_k: k of Eq. 14 (defaults to ``soft_k``).
         eps: the toolbox's zero guard (1e-5).
+        alignment: ``"eq4"`` (``1 - |a_S - a_F| 2/pi``, Eq. 4, Yu Liu's correction) or
+            ``"liu"`` (``||a_S - a_F| - pi/2| 2/pi``, Zheng Liu's original ``metricXydeas.m``).
+        pooling: ``"global"`` (Eq. 8: sums of ``Q w`` over sums of ``w``) or ``"pixel"``
+            (the original toolbox's ``mean2((Q_AF w_A + Q_BF w_B) ./ (w_A + w_B))``).
+        guards: ``"toolbox"`` (the ``1e-5`` zero guards above) or ``"mefb"`` (MEFB/VIFB
+            ``metricsQabf.m``: ``conv2`` Sobel, angle ``pi/2`` where ``g_x == 0``, strength
+            ratio ``g_F`` where ``g_S == g_F``, unguarded weights; hard comparison only).
 
     Returns:
         Per-image Q^AB/F ``[B]``.
@@ -145,10 +155,19 @@ def q_abf(
     ok = orientation_k if orientation_k is not None else soft_k
     if orientation == "smooth" and ok is None:
         raise ValueError("orientation='smooth' needs orientation_k (or soft_k), Eq. 14")
+    if alignment not in ("eq4", "liu") or pooling not in ("global", "pixel") or guards not in ("toolbox", "mefb"):
+        raise ValueError(f"alignment/pooling/guards must be eq4|liu, global|pixel, toolbox|mefb; got {alignment}, {pooling}, {guards}")
+    if guards == "mefb" and soft_k is not None:
+        raise ValueError("guards='mefb' reproduces a metric: use the hard comparison (soft_k=None)")
 
     def strength_angle(x: Tensor) -> tuple[Tensor, Tensor]:
         gx, gy = _sobel(x)
         g = _safe_sqrt(gx * gx + gy * gy)  # Eq. 8
+        if guards == "mefb":
+            # conv2 with [-1 0 1; -2 0 2; -1 0 1] is minus our filter2 x-derivative; pi/2 where gx == 0.
+            gx = -gx
+            flat = gx == 0
+            return g, torch.where(flat, torch.full_like(gx, math.pi / 2), torch.atan(gy / torch.where(flat, torch.ones_like(gx), gx)))
         return g, torch.atan(gy / _guard(gx, eps))  # Eq. 9 with the toolbox's gx guard
 
     g_a, al_a = strength_angle(a)
@@ -157,6 +176,8 @@ def q_abf(
     c = constants
 
     def preservation(g_s: Tensor, al_s: Tensor, g_f_cmp: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if guards == "mefb":
+            return _mefb_preservation(g_s, al_s - al_f, g_f_cmp, c, alignment), g_s, g_f_cmp
         # Toolbox order: compare with F's strength as it stands, then guard the source,
         # then guard F (the guarded F is what the second source is compared with).
         g_s_g = _guard(g_s, eps)
@@ -169,7 +190,9 @@ def q_abf(
             w = torch.sigmoid(soft_k * (g_s - g_f_cmp))  # Eqs. 12-13
             rel = w * r_down + (1 - w) * r_up
         d = al_s - al_f
-        if orientation == "abs":
+        if alignment == "liu":
+            align = (d.abs() - math.pi / 2).abs() * 2 / math.pi  # Zheng Liu's original metricXydeas.m
+        elif orientation == "abs":
             align = 1 - d.abs() * 2 / math.pi  # Eq. 11 (Eq. 4 of Xydeas & Petrovic)
         else:
             align = 1 - d * (2 * torch.sigmoid(ok * d) - 1) * 2 / math.pi  # Eq. 14
@@ -180,8 +203,20 @@ def q_abf(
     q_af, g_a_w, g_f_guarded = preservation(g_a, al_a, g_f)
     q_bf, g_b_w, _ = preservation(g_b, al_b, g_f_guarded)
     w_a, w_b = g_a_w**L, g_b_w**L  # Eq. 18 weights, w = g^gamma
+    if pooling == "pixel":  # original toolbox: per-pixel normalisation, then the mean
+        return ((q_af * w_a + q_bf * w_b) / (w_a + w_b)).mean((-2, -1))
     num = (q_af * w_a + q_bf * w_b).sum((-2, -1))
     return num / (w_a + w_b).sum((-2, -1))  # Eq. 18 / Eq. 8 (global normalisation)
+
+
+def _mefb_preservation(g_s: Tensor, d: Tensor, g_f: Tensor, c: QabfConstants, alignment: str) -> Tensor:
+    """Q^SF of MEFB's ``metricsQabf.m``: no zero guards, ratio ``g_F`` where ``g_S == g_F``."""
+    one = torch.ones_like(g_s)
+    down = g_f / torch.where(g_s > 0, g_s, one)  # g_S > g_F >= 0
+    up = g_s / torch.where(g_f > 0, g_f, one)  # g_S < g_F
+    rel = torch.where(g_s > g_f, down, torch.where(g_s == g_f, g_f, up))
+    align = 1 - d.abs() * 2 / math.pi if alignment == "eq4" else (d.abs() - math.pi / 2).abs() * 2 / math.pi
+    return c.gamma_g / (1 + torch.exp(c.k_g * (rel - c.sigma_g))) * c.gamma_a / (1 + torch.exp(c.k_a * (align - c.sigma_a)))
 
 
 def q_g(fused: Tensor, sources: Tensor) -> Tensor:

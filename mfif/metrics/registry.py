@@ -25,6 +25,7 @@ class MetricSpec:
     factory: Callable[[], Metric]
     higher_is_better: bool = True
     optimum: Optional[float] = None  # ideal value when neither "higher" nor "lower" is right
+    variant_of: Optional[str] = None  # canonical metric this one re-implements under a paper's convention
 
     def rank_key(self, value: float) -> float:
         """A number where *larger is better*, for ranking (ARank)."""
@@ -36,13 +37,21 @@ class MetricSpec:
 _METRICS: Dict[str, MetricSpec] = {}
 
 
-def register_metric(name: str, kind: str, higher_is_better: bool = True, optimum: Optional[float] = None):
-    """Decorator registering a zero-argument factory (or Metric class) under ``name``."""
+def register_metric(
+    name: str, kind: str, higher_is_better: bool = True, optimum: Optional[float] = None, variant_of: Optional[str] = None
+):
+    """Decorator registering a zero-argument factory (or Metric class) under ``name``.
+
+    ``variant_of`` marks a per-paper convention variant of a canonical metric
+    (:mod:`mfif.metrics.conventions`); variants are not in the default metric sets.
+    """
     if kind not in ("nr", "fr"):
         raise ValueError(f"metric kind must be 'nr' or 'fr', got '{kind}'")
+    if variant_of is not None and variant_of not in _METRICS:
+        raise ValueError(f"metric '{name}': variant_of='{variant_of}' is not a registered metric")
 
     def deco(factory):
-        _METRICS[name] = MetricSpec(name, kind, factory, higher_is_better, optimum)
+        _METRICS[name] = MetricSpec(name, kind, factory, higher_is_better, optimum, variant_of)
         return factory
 
     return deco

@@ -11,6 +11,7 @@ from typing import Literal
 
 import kornia.metrics
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from mfif.metrics._base import NoReferenceMetric
@@ -82,31 +83,48 @@ _PIELLA_EY = torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [-1.0, -1.0, -1.0]]
 _YANG_C = 2e-16
 
 
-def _box_stats(a: Tensor, b: Tensor, f: Tensor) -> dict[str, Tensor]:
-    """8x8 box means of every product ssim_index.m needs for (A,B), (F,A), (F,B), in one pass."""
+# Zheng Liu's original metricPeilla.m calls ssim_index(img1, img2) with its defaults:
+# 11x11 Gaussian window (sigma 1.5), K = [0.01 0.03], L = 255 (Wang et al. 2004).
+_SSIM_DEFAULT_C = ((0.01 * 255) ** 2, (0.03 * 255) ** 2)
+
+
+def _box_stats(a: Tensor, b: Tensor, f: Tensor, window: str = "box8") -> dict[str, Tensor]:
+    """Window means of every product ssim_index.m needs for (A,B), (F,A), (F,B), in one pass.
+
+    ``window``: ``"box8"`` (8x8 box, Yu Liu's metricPeilla.m) or ``"gauss11"`` (11x11
+    Gaussian, sigma 1.5: ssim_index.m's default, Zheng Liu's original metricPeilla.m).
+    """
     stack = torch.stack([a, b, f, a * a, b * b, f * f, f * a, f * b], 1)
-    m = filter2(stack, _PIELLA_WINDOW.to(a), "valid")
+    if window == "box8":
+        m = filter2(stack, _PIELLA_WINDOW.to(a), "valid")
+    elif window == "gauss11":
+        g = gaussian_1d(11, 1.5, dtype=a.dtype, device=a.device)
+        m = filter2_sep(stack, g, g, "valid")
+    else:
+        raise ValueError(f"window must be 'box8' or 'gauss11', got '{window}'")
     return dict(zip(("a", "b", "f", "aa", "bb", "ff", "fa", "fb"), m.unbind(1)))
 
 
-def _ssim_from(mx: Tensor, my: Tensor, mxx: Tensor, myy: Tensor, mxy: Tensor, c: float) -> Tensor:
-    # ssim_index.m with C1 = C2 = c: variances as E[x^2] - mu^2, exactly as MATLAB.
+def _ssim_from(mx: Tensor, my: Tensor, mxx: Tensor, myy: Tensor, mxy: Tensor, c: float, c2: float | None = None) -> Tensor:
+    # ssim_index.m with C1 = c, C2 = c2 (default c): variances as E[x^2] - mu^2, exactly as MATLAB.
+    c2 = c if c2 is None else c2
     mx_sq, my_sq, mxy_ = mx * mx, my * my, mx * my
     sx, sy, sxy = mxx - mx_sq, myy - my_sq, mxy - mxy_
-    return ((2 * mxy_ + c) * (2 * sxy + c)) / ((mx_sq + my_sq + c) * (sx + sy + c))
+    return ((2 * mxy_ + c) * (2 * sxy + c2)) / ((mx_sq + my_sq + c) * (sx + sy + c2))
 
 
-def _piella_terms(a: Tensor, b: Tensor, f: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _piella_terms(a: Tensor, b: Tensor, f: Tensor, window: str = "box8") -> tuple[Tensor, Tensor, Tensor]:
     """(lambda-weighted SSIM map, max-variance weights, lambda) of metricPeilla.m."""
-    st = _box_stats(a, b, f)
+    st = _box_stats(a, b, f, window)
     sa = st["aa"] - st["a"] * st["a"]
     sb = st["bb"] - st["b"] * st["b"]
     both_zero = (sa + sb) == 0
     sa = torch.where(both_zero, sa + 0.5, sa)  # Yu Liu's guard against 0/0
     sb = torch.where(both_zero, sb + 0.5, sb)
     lam = sa / (sa + sb)
-    m_a = _ssim_from(st["f"], st["a"], st["ff"], st["aa"], st["fa"], _PIELLA_C)  # ssim_index(F, A)
-    m_b = _ssim_from(st["f"], st["b"], st["ff"], st["bb"], st["fb"], _PIELLA_C)  # ssim_index(F, B)
+    c1, c2 = (_PIELLA_C, _PIELLA_C) if window == "box8" else _SSIM_DEFAULT_C
+    m_a = _ssim_from(st["f"], st["a"], st["ff"], st["aa"], st["fa"], c1, c2)  # ssim_index(F, A)
+    m_b = _ssim_from(st["f"], st["b"], st["ff"], st["bb"], st["fb"], c1, c2)  # ssim_index(F, B)
     q_map = lam * m_a + (1 - lam) * m_b
     return q_map, torch.maximum(sa, sb), lam
 
@@ -124,14 +142,14 @@ def _edges(x: Tensor) -> Tensor:
     return torch.sqrt(gx * gx + gy * gy)
 
 
-def _piella_pair(a: Tensor, b: Tensor, f: Tensor, variant: str) -> Tensor:
-    q_map, cw, _ = _piella_terms(a, b, f)
+def _piella_pair(a: Tensor, b: Tensor, f: Tensor, variant: str, window: str = "box8") -> Tensor:
+    q_map, cw, _ = _piella_terms(a, b, f, window)
     if variant == "s":
         return q_map.mean((-2, -1))
     q_w = _weighted(q_map, cw)
     if variant == "w":
         return q_w
-    q_map_e, cw_e, _ = _piella_terms(_edges(a), _edges(b), _edges(f))
+    q_map_e, cw_e, _ = _piella_terms(_edges(a), _edges(b), _edges(f), window)
     alpha = 1.0  # metricPeilla.m: Qe = Q * Qw^alpha, alpha = 1
     return q_w * _weighted(q_map_e, cw_e) ** alpha
 
@@ -169,20 +187,31 @@ def q_piella_e(fused: Tensor, sources: Tensor) -> Tensor:
     return piella(fused, sources, "e")
 
 
-def _gauss7_stats(a: Tensor, b: Tensor, f: Tensor) -> dict[str, Tensor]:
+def _gauss7_stats(a: Tensor, b: Tensor, f: Tensor, exact_flat: bool = False) -> dict[str, Tensor]:
     """7x7 Gaussian (sigma 1.5) 'valid' means of every product ssim_yang needs, in one pass.
 
     ``fspecial('gaussian', 7, 1.5)`` is applied as two 1-D passes (rounding-level
-    difference from MATLAB's 2-D ``filter2``).
+    difference from MATLAB's 2-D ``filter2``). ``exact_flat``: in a window where an image is
+    constant its second moments are set to ``mu^2`` (and ``mu_x mu_y`` with any other image),
+    so its variance and covariances are exactly 0 as in exact arithmetic, instead of
+    rounding noise (every tap of the window is non-zero, so "constant" is max == min).
     """
     g = gaussian_1d(7, 1.5, dtype=a.dtype, device=a.device)
     stack = torch.stack([a, b, f, a * a, b * b, f * f, a * b, a * f, b * f], 1)
     m = filter2_sep(stack, g, g, "valid")
-    return dict(zip(("a", "b", "f", "aa", "bb", "ff", "ab", "af", "bf"), m.unbind(1)))
+    st = dict(zip(("a", "b", "f", "aa", "bb", "ff", "ab", "af", "bf"), m.unbind(1)))
+    if exact_flat:
+        img = torch.stack([a, b, f], 1)
+        hi = F.max_pool2d(img, 7, stride=1)
+        flat = dict(zip("abf", (hi == -F.max_pool2d(-img, 7, stride=1)).unbind(1)))
+        for x, y in ("aa", "bb", "ff", "ab", "af", "bf"):
+            snap = flat[x] | flat[y]
+            st[x + y] = torch.where(snap, st[x] * st[y], st[x + y])
+    return st
 
 
-def _cvejic_pair(a: Tensor, b: Tensor, f: Tensor) -> Tensor:
-    st = _gauss7_stats(a, b, f)
+def _cvejic_pair(a: Tensor, b: Tensor, f: Tensor, exact_flat: bool = False) -> Tensor:
+    st = _gauss7_stats(a, b, f, exact_flat)
     m_af = _ssim_from(st["a"], st["f"], st["aa"], st["ff"], st["af"], _YANG_C)
     m_bf = _ssim_from(st["b"], st["f"], st["bb"], st["ff"], st["bf"], _YANG_C)
     c_af = st["af"] - st["a"] * st["f"]
@@ -213,8 +242,8 @@ def q_c(fused: Tensor, sources: Tensor) -> Tensor:
     return mean_over_pairs(_cvejic_pair, f, s)
 
 
-def _yang_pair(a: Tensor, b: Tensor, f: Tensor) -> Tensor:
-    st = _gauss7_stats(a, b, f)
+def _yang_pair(a: Tensor, b: Tensor, f: Tensor, exact_flat: bool = False) -> Tensor:
+    st = _gauss7_stats(a, b, f, exact_flat)
     m_ab = _ssim_from(st["a"], st["b"], st["aa"], st["bb"], st["ab"], _YANG_C)
     m_af = _ssim_from(st["a"], st["f"], st["aa"], st["ff"], st["af"], _YANG_C)
     m_bf = _ssim_from(st["b"], st["f"], st["bb"], st["ff"], st["bf"], _YANG_C)
@@ -238,7 +267,7 @@ def q_y(fused: Tensor, sources: Tensor) -> Tensor:
     ``yuliu_gray`` images. Source: C. Yang et al., Information Fusion 9 (2008) 156-160.
     Range [0, 1] nominal, higher is better. In flat windows SSIM with C = 2e-16 is a ratio
     of rounding noise: images with flat regions give implementation-dependent values
-    (../shared/reference/README.md). N > 2 sources: mean over source pairs.
+    (Yu Liu's MATLAB fusion-metric toolbox, yuliu316316/MFIF-Metrics). N > 2 sources: mean over source pairs.
     """
     f = yuliu_gray(fused, "fused")
     s = yuliu_gray(sources, "sources").unbind(1)

@@ -21,16 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mfif.ops.checks import check_shape
 from mfif.ops.conv import activate, conv2d_activation
 
 BoxMethod = Literal["conv", "cumsum"]
 
 
 def _check_4d(x: Tensor, name: str) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"{name} must have shape [B, C, H, W], got {tuple(x.shape)}")
+    check_shape(x, name, "B C H W")
 
 
 def box_sum(

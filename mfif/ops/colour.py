@@ -18,22 +18,26 @@ import kornia.color as KC
 import torch
 from torch import Tensor
 
+from mfif.ops.checks import check_shape
+
 ColourPolicy = Literal["rgb", "gray_map", "y_channel"]
 POLICIES = ("rgb", "gray_map", "y_channel")
 
-# MATLAB rgb2gray weights at full precision (../shared/reference/README.md, `yuliu_gray`).
+# MATLAB rgb2gray weights at full precision: the inverse of the NTSC YIQ transform's first row
+# as MATLAB's rgb2gray computes it (MathWorks, "rgb2gray" documentation; used by the metric
+# toolboxes that the papers score with).
 MATLAB_GRAY = (0.298936021293775, 0.587043074451121, 0.114020904255103)
 
 
 def _check_image(x: Tensor, name: str = "input") -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() < 3 or x.shape[-3] not in (1, 3):
-        raise ValueError(f"{name} must have shape [..., C, H, W] with C in (1, 3), got {tuple(x.shape)}")
+    check_shape(x, name, "* C:1|3 H W")
 
 
 def rgb_to_gray(x: Tensor) -> Tensor:
     """Gray with MATLAB's rgb2gray weights; single-channel input is returned unchanged.
+
+    ``kornia.color.rgb_to_grayscale`` with :data:`MATLAB_GRAY` as ``rgb_weights`` (same values as a
+    weighted channel sum up to one rounding step).
 
     Shape:
         - x: :math:`(*, C, H, W)`, C in {1, 3}
@@ -42,8 +46,7 @@ def rgb_to_gray(x: Tensor) -> Tensor:
     _check_image(x)
     if x.shape[-3] == 1:
         return x
-    w = torch.tensor(MATLAB_GRAY, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    return (x * w).sum(-3, keepdim=True)
+    return KC.rgb_to_grayscale(x, rgb_weights=torch.tensor(MATLAB_GRAY, dtype=x.dtype, device=x.device))
 
 
 def rgb_to_ycbcr(x: Tensor) -> Tensor:

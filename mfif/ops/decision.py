@@ -23,6 +23,8 @@ import torch
 from kornia.contrib import connected_components_union_find
 from torch import Tensor, nn
 
+from mfif.ops.checks import check_shape
+
 # Eq. 8 (Sec. 3.5.1) and Eq. 9 (Sec. 3.5.2) of MSASN.
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_AREA_RATIO = 0.01
@@ -30,10 +32,7 @@ CONNECTIVITIES = (4, 8)
 
 
 def _check_map(x: Tensor, name: str) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() < 3 or x.shape[-3] != 1:
-        raise ValueError(f"{name} must have shape [*, 1, H, W], got {tuple(x.shape)}")
+    check_shape(x, name, "* 1 H W")
 
 
 def binarise(decision: Tensor, threshold: float = DEFAULT_THRESHOLD, from_logits: bool = False) -> Tensor:
@@ -131,7 +130,7 @@ def small_area_filter(
     Regions of both classes are examined on the input map ``B`` and flipped at once, exactly as
     Eq. 9 is written (``D = 1 - B`` on small regions of ``B``): small islands of 1 become 0 and
     small holes of 0 become 1. Regions touching the image border are ordinary regions: their
-    area is the pixel count inside the image. SESF-Fuse's reference post-processing (NOTES.md)
+    area is the pixel count inside the image. SESF-Fuse's reference post-processing (Keep-Passion/SESF-Fuse)
     removes small objects and then small holes (with morphological opening/closing around them);
     the simultaneous flip differs from such a sequential one only where small regions of opposite
     classes touch (e.g. a small hole inside a small island). ``area_ratio = 0`` disables the filter.

@@ -30,7 +30,12 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
+from mfif.progress import Progress
+
 TileFn = Callable[[Tensor], Tensor]
+
+#: tiles from which :func:`tiled_apply` shows its progress by default (not in the paper)
+PROGRESS_MIN_TILES = 16
 
 # Sec. 3: "each patch overlaps with its adjacent patch by 1/4 of the patch size".
 DEFAULT_TILE = 512  # Sec. 3: the model is trained and applied on 512x512 patches
@@ -100,6 +105,7 @@ def tiled_apply(
     overlap: Optional[int] = None,
     tile_batch: int = 1,
     device: Optional[torch.device | str] = None,
+    progress: Optional[bool] = None,
 ) -> Tensor:
     """Apply ``fn`` tile by tile and blend the tiles with gradient alpha masks (Sec. 3, Fig. 3).
 
@@ -112,6 +118,9 @@ def tiled_apply(
         tile_batch: tiles per call of ``fn``; peak activation memory scales with it.
         device: where ``fn`` runs (tiles are moved there and results moved back); default the
             device of ``sources``. The output stays on the device of ``sources``.
+        progress: show ``[k/n] tiles ... ETA`` on stderr (:class:`mfif.progress.Progress`);
+            None: when there are at least :data:`PROGRESS_MIN_TILES` tiles (a 4K image at 512 px
+            tiles has 121), unless ``MFIF_PROGRESS=0``.
 
     Returns:
         The blended output ``[B, C', H, W]`` (float32, or ``fn``'s floating dtype if wider),
@@ -155,6 +164,7 @@ def tiled_apply(
 
     jobs = [(b, i, j) for b in range(B) for i in range(len(ys)) for j in range(len(xs))]
     out: Optional[Tensor] = None
+    bar = Progress(len(jobs), "tiles", enabled=len(jobs) >= PROGRESS_MIN_TILES if progress is None else progress)
     for start in range(0, len(jobs), tile_batch):
         chunk = jobs[start : start + tile_batch]
         batch = torch.stack([sources[b, :, :, ys[i] : ys[i] + th, xs[j] : xs[j] + tw] for b, i, j in chunk])
@@ -171,6 +181,8 @@ def tiled_apply(
             w = (ry[i][:, None] * rx[j][None, :]).to(device=out_device, dtype=out.dtype)
             out[b, :, ys[i] : ys[i] + th, xs[j] : xs[j] + tw].addcmul_(res[k], w)
         del batch, res
+        bar.update(len(chunk))
+    bar.close()
     assert out is not None  # at least one tile always exists
     norm = (norm_y[:, None] * norm_x[None, :]).to(device=out_device, dtype=out.dtype)
     return out.div_(norm).to(out_dtype)

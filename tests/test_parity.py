@@ -1,0 +1,144 @@
+"""ablations/parity.py (printed rows regenerated from published images and released weights) and
+colour results of gray-trained decision-map / Y-channel methods in run.py predict."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ablations import parity
+from datamodules.default import compose_sources, load_photo, procedural_regions
+from mfif.io import load_image
+from mfif.metrics import build_metric
+from mfif.ops.colour import rgb_to_gray, rgb_to_ycbcr
+
+QUIET = ["logger.wandb=false", "trainer.progress=none", "trainer.accelerator=cpu"]
+
+
+def _rows(paper: str, table: str, label: str) -> list:
+    return [r for r in parity.parity_rows([paper]) if r.table == table and r.label == label]
+
+
+def test_side_files_give_the_regenerable_rows():
+    rows = parity.parity_rows()
+    by = {(r.paper, r.table): r for r in rows}
+    assert {p for p, _ in by} == {"gacn", "ufafuse", "msasn", "udpnet"}
+    assert {r.label for r in rows if (r.paper, r.table) == ("ufafuse", "table5")} == {
+        "Proposed", "SESF", "CNN", "DSIFT", "MWGF", "GFF", "NSCT", "DTCWT"}
+    assert all(r.metrics and "time" not in r.metrics and "arank" not in r.metrics for r in rows)
+    dcnn, = _rows("udpnet", "table3", "DCNN (Lytro)")
+    assert dcnn.published == "cnn" and dcnn.dataset == "lytro" and dcnn.source_key == "published/cnn/lytro"
+
+
+def test_published_cnn_row_matches_udpnet_table3(shared_dir, tmp_path):
+    """DCNN (= published CNN images, 20 Lytro pairs): the toolbox-convention cells within 0.5 %."""
+    rows = _rows("udpnet", "table3", "DCNN (Lytro)")
+    cells = parity.run(rows, shared_dir / "data", shared_dir / "weights", tmp_path, say=lambda m: None)
+    assert len(cells) == len(rows[0].metrics) and all(c["printed"] == float(rows[0].printed[c["metric"]]) for c in cells)
+    canon = [c for c in cells if c["metric"].split("_")[:2] in (["q", "nmi"], ["q", "m"], ["q", "cb"])]
+    assert len(canon) == 3
+    for c in canon:  # printed NMI 1.1508, Q_M 2.3960, Q_CB 0.8082 (UDPNet Table III)
+        assert abs(c["rel_diff"]) < 0.005, c
+    csv_path, md_path = parity.write_outputs(cells, tmp_path)
+    got = list(csv.DictReader(csv_path.open()))
+    assert list(got[0]) == parity.CSV_HEADER and len(got) == len(cells)
+    assert math.isclose(float(got[0]["rel_diff"]), cells[0]["rel_diff"], rel_tol=1e-4)
+    md = md_path.read_text()
+    assert "## udpnet table3" in md and "| **all** | " in md and "within 2%" in md
+
+
+def test_released_gacn_cells_match_the_fuse_path(shared_dir, tmp_path):
+    """GACN row on 2 of its 26 test pairs: cached PNGs from FusionModule.fuse, scored per metric."""
+    data = tmp_path / "data" / "gacn_test26"
+    data.mkdir(parents=True)
+    for name in ("color_lytro_05", "gray_mwg_lab"):
+        for k in (1, 2):
+            shutil.copy(shared_dir / f"data/gacn_test26/{name}_{k}.png", data)
+    row, = _rows("gacn", "table1", "GACN")
+    row = dataclasses.replace(row, metrics=[m for m in row.metrics if not m.startswith("fmi")])  # FMI: slow, full run only
+    assert len(row.metrics) == 4
+    lines = []
+    cells = parity.run([row], tmp_path / "data", shared_dir / "weights", tmp_path / "out", say=lines.append)
+    fused_dir = tmp_path / "out/fused/gacn/gacn_test26"
+    assert sorted(p.name for p in fused_dir.iterdir()) == ["color_lytro_05.png", "gray_mwg_lab.png"]
+    assert load_image(fused_dir / "color_lytro_05.png").shape[0] == 3  # colour pair -> colour result
+    assert sum("fused" in m for m in lines) == 2 and "ETA" in lines[-1]
+    # independent recomputation of one cell from the cached images
+    m = build_metric(cells[0]["metric"])
+    vals = []
+    for name in ("color_lytro_05", "gray_mwg_lab"):
+        srcs = torch.stack([load_image(data / f"{name}_{k}.png") for k in (1, 2)])[None]
+        m.reset()
+        m.update(load_image(fused_dir / f"{name}.png")[None], srcs)
+        vals.append(float(m.compute()))
+    assert cells[0]["ours"] == pytest.approx(sum(vals) / 2, rel=1e-6)
+    lines.clear()  # a rerun only rescores
+    again = parity.run([row], tmp_path / "data", shared_dir / "weights", tmp_path / "out", say=lines.append)
+    assert not any("fused" in m for m in lines) and [c["ours"] for c in again] == [c["ours"] for c in cells]
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--data", "{tmp}/nope", "--weights", "{w}"], "--data"),
+    (["--data", "{d}", "--weights", "{tmp}"], "missing file gacn_official.pkl"),
+    (["--data", "{d}", "--weights", "{w}", "--paper", "nosuchpaper"], "--paper nosuchpaper"),
+    (["--data", "{tmp}", "--weights", "{w}", "--paper", "gacn"], "missing folder gacn_test26"),
+])
+def test_cli_errors(shared_dir, tmp_path, capsys, args, msg):
+    out = tmp_path / "out"
+    fill = dict(tmp=tmp_path, d=shared_dir / "data", w=shared_dir / "weights")
+    assert parity.main([a.format(**fill) for a in args] + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and msg in err and "\n" not in err
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def colour_bench(tmp_path_factory):
+    d = tmp_path_factory.mktemp("colour")
+    img = load_photo("chelsea")[60:108, 100:156]
+    src = compose_sources(img, procedural_regions(np.random.default_rng(3), 48, 56, 2, 6.0), [2.0, 2.0], 1.0)
+    for i, s in enumerate(src):
+        Image.fromarray((s * 255 + 0.5).astype(np.uint8)).save(d / f"cat-{'AB'[i]}.png")
+    return d
+
+
+@pytest.mark.parametrize("method", ["gacn", "msasn", "udpnet"])
+def test_colour_predict_of_gray_trained_methods(method, colour_bench, shared_dir, tmp_path):
+    """A colour benchmark gives colour results (gacn.yaml trains with data.gray=true)."""
+    import lightning as L
+
+    from experiments.run import main
+    from mfif import registry
+    from mfif.config import load_config
+
+    over = [f"weights={shared_dir / 'weights/gacn_official.pkl'}"] if method == "gacn" else []
+    out = tmp_path / "fused"
+    assert main(["--config", f"{method}.yaml", "mode=predict", f"data.benchmark={colour_bench}", f"out={out}",
+                 f"run_dir={tmp_path / 'run'}", *over, *QUIET]) == 0
+    written, = out.iterdir()  # one scene (named after the folder)
+    fused = load_image(written)
+    assert fused.shape == (3, 48, 56) and (fused[0] - fused[1]).abs().max() > 0.05
+    # the same module (same seed, same weights) on the same sources, in this process
+    cfg = load_config(f"{method}.yaml", over)
+    L.seed_everything(int(cfg.seed), verbose=False)
+    module = registry.method_class(cfg.method)(cfg)
+    if over:
+        module.load_official_weights(cfg.weights)
+    srcs = torch.stack([load_image(colour_bench / f"cat-{k}.png") for k in "AB"])[None]
+    with torch.inference_mode():
+        res = module.eval().fuse(srcs)
+        if method == "udpnet":  # the network fuses Y; Cb/Cr by the chroma rule
+            gray_path = module.fuse(rgb_to_ycbcr(srcs)[:, :, :1]).fused
+            ours = rgb_to_ycbcr(fused)[:1]
+        else:  # one gray decision map, applied to R, G and B
+            gray_path = module.fuse(rgb_to_gray(srcs)).fused
+            ours = rgb_to_gray(fused)
+            assert torch.allclose(res.fused, (res.maps * srcs).sum(1))
+    assert (fused - res.fused[0]).abs().max() <= 1 / 255 + 1e-6
+    assert (ours - gray_path[0]).abs().max() <= 2 / 255
