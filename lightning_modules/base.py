@@ -29,6 +29,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from mfif.checkpoints import is_metric_key
 from mfif.ops.colour import ColourPolicy, from_working_space, to_working_space
 from mfif.ops.conv import PRECISIONS, inference_precision
 from mfif.ops.padding import crop_to, pad_to_multiple
@@ -61,17 +62,12 @@ def check_sources(sources: Tensor) -> None:
         raise ValueError(f"sources must be gray (C=1) or RGB (C=3), got C = {sources.shape[2]}")
 
 
-#: Attributes holding the metric collections: rebuilt by every run, never saved in checkpoints.
-METRIC_ATTRS = ("val_nr", "val_fr", "test_nr", "test_fr")
-
-
-def _is_metric_key(key: str) -> bool:
-    return any(part in METRIC_ATTRS for part in key.split("."))
+# The metric collections (mfif.checkpoints.METRIC_ATTRS) are rebuilt by every run and never saved.
 
 
 def _drop_metric_state(module, state_dict: dict, prefix: str, local_metadata) -> None:
     """``state_dict`` post-hook: remove the metric networks (LPIPS/DISTS/PieAPP VGGs, ...)."""
-    for key in [k for k in state_dict if k.startswith(prefix) and _is_metric_key(k[len(prefix):])]:
+    for key in [k for k in state_dict if k.startswith(prefix) and is_metric_key(k[len(prefix):])]:
         del state_dict[key]
 
 
@@ -79,7 +75,7 @@ def _ignore_metric_keys(module, incompatible_keys) -> None:
     """``load_state_dict`` post-hook: metric networks are neither expected nor loaded from a
     checkpoint (older checkpoints that hold them still load, strictly for every other key)."""
     for keys in (incompatible_keys.missing_keys, incompatible_keys.unexpected_keys):
-        keys[:] = [k for k in keys if not _is_metric_key(k)]
+        keys[:] = [k for k in keys if not is_metric_key(k)]
 
 
 # ----------------------------------------------------------------------------- Lightning on demand

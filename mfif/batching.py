@@ -102,7 +102,7 @@ def fuse_scenes(module, scenes: Sequence[Scene], out_dir: Path, batch: int = 1, 
     Returns:
         :class:`FuseStats` (``images_per_second`` over the whole loop, reading to last write).
     """
-    from datamodules.benchmark import BenchmarkDataset
+    from mfif.scenes import BenchmarkDataset
 
     out_dir = Path(out_dir)
     targets = {s.name: out_dir / f"{s.name}.png" for s in scenes}

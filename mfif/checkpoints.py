@@ -40,6 +40,15 @@ class CheckpointWarning(UserWarning):
     """An unreadable checkpoint was skipped."""
 
 
+# Attributes of FusionModule holding metric collections (their networks never go into a checkpoint).
+METRIC_ATTRS = ("val_nr", "val_fr", "test_nr", "test_fr")
+
+
+def is_metric_key(key: str) -> bool:
+    """True for a state-dict key that belongs to a metric collection (LPIPS/DISTS/PieAPP VGGs, ...)."""
+    return any(part in METRIC_ATTRS for part in key.split("."))
+
+
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -208,7 +217,6 @@ def check_checkpoint(path: str | os.PathLike, module, ck: Optional[dict] = None)
     Raises:
         CheckpointError: unreadable, another method's, or weights of another model config.
     """
-    from lightning_modules.base import _is_metric_key
 
     ck = read_checkpoint(path) if ck is None else ck
     method = checkpoint_config(ck, path)["method"]
@@ -216,7 +224,7 @@ def check_checkpoint(path: str | os.PathLike, module, ck: Optional[dict] = None)
         raise CheckpointError(f"{path}: a checkpoint of method '{method}', but this run's method is "
                               f"'{module.cfg.method}' (use --config {method}.yaml)")
     own = module.state_dict()
-    theirs = {k: v for k, v in ck["state_dict"].items() if not _is_metric_key(k)}
+    theirs = {k: v for k, v in ck["state_dict"].items() if not is_metric_key(k)}
     problems = [f"missing {k}" for k in sorted(set(own) - set(theirs))]
     problems += [f"unexpected {k}" for k in sorted(set(theirs) - set(own))]
     problems += [f"{k} has shape {tuple(theirs[k].shape)}, the model {tuple(v.shape)}" for k, v in own.items()

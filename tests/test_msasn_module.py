@@ -192,7 +192,7 @@ def test_yaml_model_and_training_values_match_the_paper():
     assert cfg.trainer.early_stopping.patience == 6 and cfg.trainer.early_stopping.monitor == "val/loss"
     assert (cfg.model.threshold, cfg.model.area_ratio, cfg.model.gcb_depth) == (0.5, 0.01, 17)
     assert raw.data.name == "gaussian_voc" and raw.data.batch_size == 8 and raw.data.patch_size == 256
-    assert list(raw.metrics) == ["q_nmi", "q_g", "q_cb", "q_te", "q_sf", "q_piella"]
+    assert list(raw.metrics) == ["q_nmi", "q_g_zl", "q_cb", "q_te_nava", "q_sf", "q_piella_zl"]  # as printed (conventions)
     for name, prof in raw.profiles.items():  # profile model keys are valid MSASNConfig keys
         OmegaConf.merge(OmegaConf.structured(MSASNConfig), prof.get("model", {}))
 
@@ -216,7 +216,7 @@ def test_sweep_files_are_valid(table):
     side = yaml.safe_load((ROOT / f"ablations/msasn/{table}.paper.yaml").read_text())
     assert sweep["method"] == "grid" and sweep["program"] == "experiments/run.py"
     assert "--config" in sweep["command"] and "msasn.yaml" in sweep["command"]
-    assert side["sweep"] == f"{table}.yaml" and side["columns"] == ["q_nmi", "q_g", "q_cb", "q_te", "q_sf", "q_piella"]
+    assert side["sweep"] == f"{table}.yaml" and side["columns"] == ["q_nmi", "q_g_zl", "q_cb", "q_te_nava", "q_sf", "q_piella_zl"]
     params = sweep["parameters"]
     grid = {k: v["values"] for k, v in params.items() if "values" in v}
     fixed = {k: v["value"] for k, v in params.items() if "value" in v}

@@ -140,10 +140,13 @@ def psnr(x, y) -> float:
 
 def load_pairs(folder: Path, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The first ``n`` Lytro pairs as RGB ``[1, 3, H, W]`` tensors."""
-    from ablations.gacn.table3 import lytro_pairs
     from mfif.io import load_image
+    from mfif.scenes import discover_scenes
 
-    return [(load_image(pa)[None], load_image(pb)[None]) for pa, pb in lytro_pairs(folder, n)]
+    scenes = [s for s in discover_scenes(folder) if len(s.sources) == 2][:n]
+    if not scenes:
+        raise SystemExit(f"no source pairs in '{folder}'")
+    return [(load_image(s.sources[0])[None], load_image(s.sources[1])[None]) for s in scenes]
 
 
 def bench_method(method: str, pairs, weights_dir, threads: int) -> dict:

@@ -156,7 +156,9 @@ def q_abf(
     if orientation == "smooth" and ok is None:
         raise ValueError("orientation='smooth' needs orientation_k (or soft_k), Eq. 14")
     if alignment not in ("eq4", "liu") or pooling not in ("global", "pixel") or guards not in ("toolbox", "mefb"):
-        raise ValueError(f"alignment/pooling/guards must be eq4|liu, global|pixel, toolbox|mefb; got {alignment}, {pooling}, {guards}")
+        raise ValueError(
+            f"alignment/pooling/guards must be eq4|liu, global|pixel, toolbox|mefb; got {alignment}, {pooling}, {guards}"
+        )
     if guards == "mefb" and soft_k is not None:
         raise ValueError("guards='mefb' reproduces a metric: use the hard comparison (soft_k=None)")
 
@@ -167,7 +169,8 @@ def q_abf(
             # conv2 with [-1 0 1; -2 0 2; -1 0 1] is minus our filter2 x-derivative; pi/2 where gx == 0.
             gx = -gx
             flat = gx == 0
-            return g, torch.where(flat, torch.full_like(gx, math.pi / 2), torch.atan(gy / torch.where(flat, torch.ones_like(gx), gx)))
+            angle = torch.atan(gy / torch.where(flat, torch.ones_like(gx), gx))
+            return g, torch.where(flat, torch.full_like(gx, math.pi / 2), angle)
         return g, torch.atan(gy / _guard(gx, eps))  # Eq. 9 with the toolbox's gx guard
 
     g_a, al_a = strength_angle(a)
