@@ -50,3 +50,21 @@ def run_cli(main: Callable[[], int]) -> int:
     """Run a command-line ``main`` with the process settings of this module applied first."""
     retain_freed_memory()
     return main()
+
+
+def time_calls(fn: Callable[[], object], repeats: int) -> tuple[list[float], list[float]]:
+    """Wall and process-CPU seconds (all threads) of ``repeats`` calls of ``fn`` after one warm-up.
+
+    The benchmarks report both: on a shared machine the wall time includes waiting for a core,
+    the CPU time does not.
+    """
+    import time
+
+    fn()  # warm-up
+    wall, cpu = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return wall, cpu

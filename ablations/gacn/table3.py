@@ -74,13 +74,9 @@ def build_model(weights: str | None, strategy: str = "calibration") -> GACN:
 
 
 def timed(fn, repeats: int) -> dict:
-    fn()  # warm-up
-    wall, cpu = [], []
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
+    from mfif.runtime import time_calls
+
+    wall, cpu = time_calls(fn, repeats)
     return {"wall_med": statistics.median(wall), "wall_min": min(wall),
             "cpu_med": statistics.median(cpu), "cpu_min": min(cpu)}
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
-import time
 
 
 import torch  # noqa: E402
@@ -64,13 +63,9 @@ def timed(fn, repeats: int) -> tuple[float, float]:
 
     On a shared machine the wall time includes waiting for the CPU; the CPU time does not.
     """
-    fn()  # warm-up
-    wall, cpu = [], []
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
+    from mfif.runtime import time_calls
+
+    wall, cpu = time_calls(fn, repeats)
     return statistics.median(wall), statistics.median(cpu)
 
 
