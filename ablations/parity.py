@@ -19,7 +19,13 @@ every ``rows``/``baselines`` entry with a ``parity`` field is one regenerable pr
   handled by the module's colour policy), one PNG per scene cached under
   ``OUT/fused/<method>/<dataset>/`` (a rerun only rescores);
 * ``parity: {published: cnn, dataset: lytro}``: the published fused images
-  ``DATA/baselines/<dataset>/cnn/<scene>.png``, read as they are.
+  ``DATA/baselines/<dataset>/cnn/<scene>.png``, read as they are;
+* an optional ``scored: mfif_benchmark/SESF`` in either form names the images the paper itself
+  scored when they are not the ones above: X. Zhang's MFIF benchmark (TPAMI 2021, repository
+  xingchenzhang/MFIF, folder ``fused_images``; MSASN's comparison rows). When ``--data`` has
+  ``baselines/mfif_benchmark/`` (that folder's files as published, ``<set>_NN_<METHOD>.jpg``),
+  those images are scored for the row instead, and ``parity.md`` says so; without it the row
+  is regenerated as above (the difference is then the images', ``ablations/README.md``).
 
 Each side-file column that is a registered metric (``mfif.metrics``) is a cell: that metric,
 averaged over the dataset's scenes, against the printed value. The column names *are* the
@@ -34,6 +40,7 @@ is written.
 from __future__ import annotations
 
 import argparse
+import glob
 import math
 import re
 import sys
@@ -54,6 +61,8 @@ DATASETS = {
     "grayscale10": ("baselines/grayscale10/sources", "baselines/grayscale10"),
     "gacn_test26": ("gacn_test26", None),
 }
+#: ``scored:`` collections -> folder under ``--data`` (files kept as published, flat)
+SCORED = {"mfif_benchmark": "baselines/mfif_benchmark"}
 TOLERANCES = (0.01, 0.02)  # relative tolerances counted in the summary (issue 15: 1 % and 2 %)
 CSV_HEADER = ["paper", "table", "dataset", "row", "metric", "ours", "printed", "rel_diff"]
 
@@ -76,10 +85,14 @@ class ParityRow:
     weights: Optional[str] = None
     published: Optional[str] = None
     overrides: dict = field(default_factory=dict)
+    scored: Optional[str] = None  # "<collection>/<METHOD>": the images the paper scored (SCORED)
+    use_scored: bool = False  # set by use_scored_images() when --data has them
 
     @property
     def source_key(self) -> str:
         """Folder name of this row's fused images (rows sharing it are fused and scored once)."""
+        if self.use_scored:
+            return f"scored/{self.scored}/{self.dataset}"
         if self.published:
             return f"published/{self.published}/{self.dataset}"
         tag = "".join(f"_{k}={v}" for k, v in sorted(self.overrides.items()))
@@ -121,8 +134,14 @@ def parity_rows(papers: Optional[Sequence[str]] = None, root: Path = ROOT) -> li
                 raise ParityError(f"{where}: 'weights' (a file name in --weights) is required with 'method'")
             if p.get("published") and DATASETS[p["dataset"]][1] is None:
                 raise ParityError(f"{where}: no published images exist for dataset '{p['dataset']}'")
+            scored = p.get("scored")
+            if scored is not None and (not isinstance(scored, str) or scored.count("/") != 1
+                                       or scored.split("/")[0] not in SCORED or not scored.split("/")[1]):
+                raise ParityError(f"{where}: scored must be '<collection>/<METHOD>' with a collection in "
+                                  f"{sorted(SCORED)}, got {scored!r}")
             found.append(ParityRow(paper, table, str(r["label"]), p["dataset"], metrics, dict(r.get("paper") or {}),
-                                   p.get("method"), p.get("weights"), p.get("published"), dict(p.get("overrides") or {})))
+                                   p.get("method"), p.get("weights"), p.get("published"), dict(p.get("overrides") or {}),
+                                   scored))
     known = sorted({r.paper for r in found})
     if papers:
         unknown = [p for p in papers if p not in known]
@@ -130,6 +149,44 @@ def parity_rows(papers: Optional[Sequence[str]] = None, root: Path = ROOT) -> li
             raise ParityError(f"--paper {', '.join(unknown)}: no regenerable rows; papers with parity rows: {known}")
         found = [r for r in found if r.paper in papers]
     return found
+
+
+def use_scored_images(rows: Sequence[ParityRow], data: Path) -> list[str]:
+    """Mark the rows whose ``scored`` collection is in ``data``; returns one note per such row."""
+    notes = []
+    for r in rows:
+        if r.scored and (data / SCORED[r.scored.split("/")[0]]).is_dir():
+            r.use_scored = True
+            notes.append(f"{r.paper} {r.table} '{r.label}' ({r.dataset}): scored on the images the paper scored, "
+                         f"{SCORED[r.scored.split('/')[0]]}/*_{r.scored.split('/')[1]}.* (not regenerated)")
+    return notes
+
+
+def scored_image(folder: Path, scene: str, method: str) -> Path:
+    """The MFIF-benchmark file of ``scene``: ``<scene>_<METHOD>.<ext>``, the benchmark writing
+    ``lytro_01`` where our scene is ``lytro-01`` (``MFI-WHU_01`` and ``mffw_01`` are kept)."""
+    for stem in dict.fromkeys((scene, scene.replace("-", "_"))):
+        found = sorted(folder.glob(f"{glob.escape(stem)}_{glob.escape(method)}.*"))
+        if found:
+            return found[0]
+    raise ParityError(f"--data: {folder} has no image {scene.replace('-', '_')}_{method}.* for scene '{scene}'")
+
+
+def link_scored(row: ParityRow, scenes: list, data: Path, out_dir: Path) -> None:
+    """``out_dir/<scene>.<ext>``: a link to (or, where links fail, a copy of) each scored image."""
+    import shutil
+
+    collection, method = row.scored.split("/")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for s in scenes:
+        src = scored_image(data / SCORED[collection], s.name, method)
+        dst = out_dir / f"{s.name}{src.suffix}"
+        if dst.is_symlink() or dst.exists():
+            dst.unlink()
+        try:
+            dst.symlink_to(src.resolve())
+        except OSError:
+            shutil.copyfile(src, dst)
 
 
 def check_inputs(rows: Sequence[ParityRow], data: Path, weights: Path) -> None:
@@ -140,12 +197,26 @@ def check_inputs(rows: Sequence[ParityRow], data: Path, weights: Path) -> None:
         raise ParityError(f"--weights {weights}: no such folder")
     for r in rows:
         src, pub = DATASETS[r.dataset]
-        need = [data / src] + ([data / pub / r.published] if r.published else [])
+        # scored images replace the regeneration (each file is checked when linked); the scenes
+        # still come from the sources folder
+        need = [data / src] + ([data / pub / r.published] if r.published and not r.use_scored else [])
         for folder in need:
             if not folder.is_dir():
                 raise ParityError(f"--data {data}: missing folder {folder.relative_to(data)} (needed by {r.paper} {r.table} '{r.label}')")
-        if r.weights and not (weights / r.weights).is_file():
+        if r.weights and not r.use_scored and not (weights / r.weights).is_file():
             raise ParityError(f"--weights {weights}: missing file {r.weights} (needed by {r.paper} {r.table} '{r.label}')")
+        if r.use_scored:  # every scene's scored image, before anything is written
+            from mfif.io import BenchmarkError
+            from mfif.scenes import discover_scenes
+
+            collection, method = r.scored.split("/")
+            try:
+                scenes = discover_scenes(data / src)
+            except BenchmarkError as e:
+                raise ParityError(f"--data {data}: {e}") from e
+            for scene in scenes:
+                if len(scene.sources) == 2:
+                    scored_image(data / SCORED[collection], scene.name, method)
 
 
 class Progress:
@@ -209,13 +280,16 @@ def run(rows: Sequence[ParityRow], data: Path, weights: Path, out: Path,
     for d in scenes:  # multi-source sets (the 3-source `toy`) are outside every printed table's pairs
         scenes[d] = [s for s in scenes[d] if len(s.sources) == 2]
     todo_fuse = sum(sum(not (out / "fused" / k / f"{s.name}.png").is_file() for s in scenes[g[0].dataset])
-                    for k, g in groups.items() if g[0].method)
+                    for k, g in groups.items() if g[0].method and not g[0].use_scored)
     progress = Progress(todo_fuse + sum(len(scenes[g[0].dataset]) for g in groups.values()), say)
     means: dict[str, dict] = {}
     with torch.inference_mode():
         for key, group in groups.items():
             first = group[0]
-            if first.method:
+            if first.use_scored:
+                folder = out / key
+                link_scored(first, scenes[first.dataset], data, folder)
+            elif first.method:
                 folder = out / "fused" / key
                 fuse_folder(first, scenes[first.dataset], folder, weights, progress)
             else:
@@ -310,25 +384,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         rows = parity_rows(a.paper)
         data, weights, out = Path(a.data), Path(a.weights), Path(a.out)
+        scored_notes = use_scored_images(rows, data) if data.is_dir() else []
         check_inputs(rows, data, weights)
         if out.exists() and not out.is_dir():
             raise ParityError(f"--out {out}: exists and is not a folder")
     except ParityError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    notes = []
-    missing = sorted({r.method for r in rows if r.method and not method_available(r.method)})
+    notes = list(scored_notes)
+    missing = sorted({r.method for r in rows if r.method and not r.use_scored and not method_available(r.method)})
     if missing:  # a method not (yet) in this checkout: its rows are reported, not guessed
         notes.append(f"not run (method not available in this checkout): {', '.join(missing)}")
         print(f"warning: {notes[-1]}", file=sys.stderr)
-        rows = [r for r in rows if r.method not in missing]
+        rows = [r for r in rows if r.use_scored or r.method not in missing]
     from experiments.fuse import FuseError
     from mfif.io import BenchmarkError
     from mfif.metrics.evaluation import EvaluationError
 
     try:  # an unreadable or mismatched image met during the run: no parity.csv / parity.md
         cells = run(rows, data, weights, out)
-    except (FuseError, BenchmarkError, EvaluationError) as e:
+    except (FuseError, BenchmarkError, EvaluationError, ParityError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     csv_path, md_path = write_outputs(cells, out, notes)

@@ -100,7 +100,7 @@ def cli() -> int:
     """Console entry point: :func:`main` with the CLI process settings (:mod:`mfif.runtime`)."""
     from mfif.runtime import run_cli
 
-    return run_cli(main)
+    return run_cli(main, fast_exit=True)
 
 
 if __name__ == "__main__":

@@ -84,8 +84,8 @@ def load_module(checkpoint: str | None, method: str | None, weights: str | None,
                 trust_config: bool = False):
     """A FusionModule from a Lightning checkpoint or from a method's released weights.
 
-    Released weights build the module for inference only (:func:`lightning_modules.base.inference_only`:
-    no Lightning import); a checkpoint goes through :func:`mfif.checkpoints.load_module` (tensors
+    Both build the module for inference only (:func:`lightning_modules.base.inference_only`: no
+    Lightning import); a checkpoint goes through :func:`mfif.checkpoints.load_module` (tensors
     only, strict keys, the stored config's import hooks refused unless ``trust_config``).
     """
     from lightning_modules.base import inference_only
@@ -94,7 +94,8 @@ def load_module(checkpoint: str | None, method: str | None, weights: str | None,
     if checkpoint:
         from mfif.checkpoints import load_module as load_checkpoint
 
-        return load_checkpoint(checkpoint, trust_config=trust_config, overrides=overrides)
+        with inference_only():  # a checkpoint is tensors + config: no Lightning needed to fuse with it
+            return load_checkpoint(checkpoint, trust_config=trust_config, overrides=overrides)
     if not method or not weights:
         raise FuseError("give --checkpoint X.ckpt, or --method NAME --weights FILE")
     if not Path(weights).is_file():
@@ -250,7 +251,7 @@ def cli() -> int:
     """Console entry point: :func:`main` with the CLI process settings (:mod:`mfif.runtime`)."""
     from mfif.runtime import run_cli
 
-    return run_cli(main)
+    return run_cli(main, fast_exit=True)
 
 
 if __name__ == "__main__":

@@ -261,7 +261,9 @@ def load_module(path: str | os.PathLike, trust_config: bool = False, overrides: 
     conf = checkpoint_config(ck, path)
     if method is not None and conf["method"] != method:
         raise CheckpointError(f"{path}: a checkpoint of method '{conf['method']}', expected '{method}'")
-    cfg = config_from_dict({**conf, "metrics": []}, source=f"checkpoint {path}", trusted=trust_config)
+    # data=False: fusing reads no training data, so the DataModule is neither imported nor validated
+    # (its common keys are kept; a config re-created for training goes through run.py instead).
+    cfg = config_from_dict({**conf, "metrics": []}, source=f"checkpoint {path}", trusted=trust_config, data=False)
     if overrides:
         cfg = apply_overrides(cfg, overrides)
         check_import_hooks(cfg, "the overrides", trust_config)

@@ -46,10 +46,37 @@ def retain_freed_memory() -> bool:
     return _applied
 
 
-def run_cli(main: Callable[[], int]) -> int:
-    """Run a command-line ``main`` with the process settings of this module applied first."""
+def run_cli(main: Callable[[], int], fast_exit: bool = False) -> int:
+    """Run a command-line ``main`` with the process settings of this module applied first.
+
+    With ``fast_exit`` the process ends right after ``main`` returns (:func:`exit_now`) instead of
+    returning the exit code to the interpreter's normal shutdown. For commands that have written
+    and closed everything when ``main`` returns (``fuse.py``, ``evaluate.py``); not for runs with
+    W&B or Lightning, whose exit hooks finish their files.
+    """
     retain_freed_memory()
-    return main()
+    rc = main()
+    if fast_exit:
+        exit_now(rc)
+    return rc
+
+
+def exit_now(rc: int) -> None:
+    """End the process with exit code ``rc`` without the interpreter's teardown.
+
+    With torch imported, the normal shutdown (finalising thousands of modules and objects) takes
+    about 0.3 s on this kind of CPU, as long as a GACN fusion of a Lytro pair; a command-line run
+    has nothing left to release at that point. Standard streams and logging handlers are flushed
+    first; atexit hooks do not run (hence only for commands that own no such hooks).
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or broken pipe: nothing more can be written
+            pass
+    if "logging" in sys.modules:
+        sys.modules["logging"].shutdown()
+    os._exit(rc if isinstance(rc, int) else 1)
 
 
 def time_calls(fn: Callable[[], object], repeats: int) -> tuple[list[float], list[float]]:

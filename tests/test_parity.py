@@ -83,6 +83,55 @@ def test_released_gacn_cells_match_the_fuse_path(shared_dir, tmp_path):
     assert not any("fused" in m for m in lines) and [c["ours"] for c in again] == [c["ours"] for c in cells]
 
 
+def test_scored_images_replace_the_row_when_given(shared_dir, tmp_path):
+    """``scored: mfif_benchmark/CNN`` (MSASN Table 2): with ``baselines/mfif_benchmark/`` in --data
+    the row is scored on those files (benchmark naming ``lytro_NN_CNN.jpg``), as they are."""
+    data = tmp_path / "data"
+    (data / "lytro").mkdir(parents=True)
+    bench = data / "baselines" / "mfif_benchmark"
+    bench.mkdir(parents=True)
+    for n in ("01", "02"):
+        for k in "AB":
+            shutil.copy(shared_dir / f"data/lytro/lytro-{n}-{k}.jpg", data / "lytro")
+        # stand-ins for the benchmark's JPEGs: the survey's CNN result, JPEG-encoded
+        Image.open(shared_dir / f"data/baselines/lytro/cnn/lytro-{n}.png").save(bench / f"lytro_{n}_CNN.jpg", quality=90)
+    row, = _rows("msasn", "table2", "CNN")
+    assert row.scored == "mfif_benchmark/CNN" and row.source_key == "published/cnn/lytro"
+    row = dataclasses.replace(row, metrics=["q_cb", "q_sf"])
+    notes = parity.use_scored_images([row], data)
+    assert row.use_scored and row.source_key == "scored/mfif_benchmark/CNN/lytro"
+    assert len(notes) == 1 and "lytro_NN" not in notes[0] and "*_CNN.*" in notes[0]
+    parity.check_inputs([row], data, shared_dir / "weights")  # no baselines/lytro/cnn needed
+    cells = parity.run([row], data, shared_dir / "weights", tmp_path / "out", say=lambda m: None)
+    m = build_metric("q_cb")
+    vals = []
+    for n in ("01", "02"):
+        srcs = torch.stack([load_image(data / f"lytro/lytro-{n}-{k}.jpg") for k in "AB"])[None]
+        m.reset()
+        m.update(load_image(bench / f"lytro_{n}_CNN.jpg")[None], srcs)
+        vals.append(float(m.compute()))
+    assert cells[0]["metric"] == "q_cb" and cells[0]["ours"] == pytest.approx(sum(vals) / 2, rel=1e-6)
+    # without the folder the row is what it was: the published PNGs
+    plain = dataclasses.replace(row, use_scored=False)
+    assert parity.use_scored_images([plain], tmp_path) == [] and not plain.use_scored
+
+
+def test_scored_image_missing_is_a_clear_error(shared_dir, tmp_path, capsys, monkeypatch):
+    data = tmp_path / "data"
+    shutil.copytree(shared_dir / "data/mffw", data / "mffw")
+    (data / "baselines/mfif_benchmark").mkdir(parents=True)
+    (data / "baselines/mfif_benchmark/mffw_01_SESF.jpg").write_bytes(b"")  # only scene 01
+    out = tmp_path / "out"
+    with pytest.raises(parity.ParityError, match=r"no image mffw_02_SESF\.\* for scene 'mffw_02'"):
+        parity.scored_image(data / "baselines/mfif_benchmark", "mffw_02", "SESF")
+    mffw_row, = _rows("msasn", "table3", "SESF")
+    monkeypatch.setattr(parity, "parity_rows", lambda papers=None: [mffw_row])
+    assert parity.main(["--data", str(data), "--weights", str(tmp_path), "--out", str(out)]) == 2  # no weights needed
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and "SESF" in err
+    assert not out.exists()  # checked before anything is written
+
+
 @pytest.mark.parametrize("args, msg", [
     (["--data", "{tmp}/nope", "--weights", "{w}"], "--data"),
     (["--data", "{d}", "--weights", "{tmp}"], "missing file gacn_official.pkl"),

@@ -49,6 +49,58 @@ def test_fuse_cli_with_released_weights_imports_no_lightning(shared_dir, tmp_pat
     assert Image.open(out).size == (48, 40)
 
 
+def test_fuse_cli_with_a_checkpoint_imports_no_lightning(tmp_path):
+    """``--checkpoint``: the stored config and tensors are all fusion needs (item 1 of issue 19)."""
+    rng = np.random.default_rng(1)
+    pair = []
+    for side in "AB":
+        pair.append(tmp_path / f"s-{side}.png")
+        Image.fromarray(rng.integers(0, 256, (36, 44, 3), dtype=np.uint8)).save(pair[-1])
+    ckpt, out = tmp_path / "last.ckpt", tmp_path / "fused.png"
+    # A checkpoint in the layout run.py writes (state_dict + hyper_parameters.cfg), made in a
+    # separate interpreter so that the fusing one starts clean.
+    _run(f"""
+        import json, torch
+        from omegaconf import OmegaConf
+        from lightning_modules.base import inference_only
+        from mfif import registry
+        from mfif.config import load_config
+
+        cfg = load_config("gacn.yaml", ["model.multi_strategy=serial"], data=False)
+        with inference_only():
+            module = registry.method_class("gacn")(cfg)
+        torch.save({{"state_dict": module.state_dict(),
+                    "hyper_parameters": {{"cfg": OmegaConf.to_container(cfg, resolve=True)}}}}, {str(ckpt)!r})
+        print(json.dumps({{}}))
+    """)
+    got = _run(f"""
+        import json, sys
+        from experiments.fuse import main
+        rc = main([{str(pair[0])!r}, {str(pair[1])!r}, "-o", {str(out)!r}, "--checkpoint", {str(ckpt)!r}])
+        print(json.dumps({{"rc": rc, "loaded": [m for m in {HEAVY!r} if m in sys.modules]}}))
+    """)
+    assert got == {"rc": 0, "loaded": []}
+    assert Image.open(out).size == (44, 36)
+
+
+def test_fast_exit_flushes_output_and_keeps_the_exit_code(tmp_path):
+    """``run_cli(..., fast_exit=True)`` (fuse.py, evaluate.py) skips teardown, not output."""
+    code = textwrap.dedent("""
+        import sys
+        from mfif.runtime import run_cli
+        def main():
+            sys.stdout.write("partial line without newline")
+            print("to stderr", file=sys.stderr)
+            return 3
+        run_cli(main, fast_exit=True)
+        print("never printed")
+    """)
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=python_env(), capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 3
+    assert res.stdout == "partial line without newline" and res.stderr == "to stderr\n"
+
+
 def test_inference_only_module_fuses_without_lightning_or_datamodules():
     got = _run(f"""
         import json, sys, torch
