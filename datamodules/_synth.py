@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from datamodules.base import EpochShuffleSampler, FusionDataModule, collate, sample_rng
 from mfif.io import BenchmarkError, ImageReadError, _open, image_size, load_image
 from mfif.config import DataConfig
+from mfif.scenes import keep_valid
 from mfif.ops.colour import rgb_to_gray
 
 log = logging.getLogger(__name__)
@@ -86,18 +87,7 @@ def check_pair(pair: Pair, decode: bool) -> None:
 
 def validate_pairs(pairs: list[Pair], skip_invalid: bool) -> tuple[list[Pair], list[tuple[str, str]]]:
     """Header-check every pair (``skip_invalid``: also decode, and drop bad ones with a log line)."""
-    good, skipped = [], []
-    for p in pairs:
-        try:
-            check_pair(p, decode=skip_invalid)
-        except BenchmarkError as e:
-            if not skip_invalid:
-                raise
-            log.warning("skipping %s: %s", p.name, e)
-            skipped.append((p.name, str(e)))
-            continue
-        good.append(p)
-    return good, skipped
+    return keep_valid(pairs, lambda p: check_pair(p, decode=skip_invalid), skip_invalid)
 
 
 def split_items(items: Sequence, seed: int, val_fraction: float, subset_size: Optional[int]) -> dict[str, list]:

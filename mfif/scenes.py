@@ -31,7 +31,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -324,6 +324,27 @@ def check_scene(scene: Scene, decode: bool = False) -> None:
 
 
 # ----------------------------------------------------------------------------- dataset
+def keep_valid(items: Sequence, check: Callable[[object], None], skip_invalid: bool,
+               label: str = "{}") -> tuple[list, list[tuple[str, str]]]:
+    """``(kept, skipped)``: the items ``check`` accepts; a :class:`BenchmarkError` is raised, or with
+    ``skip_invalid`` logged (``skipping <label>: <why>``) and recorded as ``(name, why)``.
+
+    Used for benchmark scenes and for the training generators' image pairs (anything with ``.name``).
+    """
+    kept, skipped = [], []
+    for item in items:
+        try:
+            check(item)
+        except BenchmarkError as e:
+            if not skip_invalid:
+                raise
+            log.warning("skipping %s: %s", label.format(item.name), e)
+            skipped.append((item.name, str(e)))
+            continue
+        kept.append(item)
+    return kept, skipped
+
+
 class BenchmarkDataset(Dataset):
     """Real aligned source sets for test/predict: one item per scene.
 
@@ -346,18 +367,8 @@ class BenchmarkDataset(Dataset):
         if not scenes:
             raise BenchmarkError("BenchmarkDataset needs at least one scene, got none")
         self.gray = gray
-        self.skipped: list[tuple[str, str]] = []
-        self.scenes: list[Scene] = []
-        for s in scenes:
-            try:
-                check_scene(s, decode=skip_invalid)
-            except BenchmarkError as e:
-                if not skip_invalid:
-                    raise
-                log.warning("skipping scene '%s': %s", s.name, e)
-                self.skipped.append((s.name, str(e)))
-                continue
-            self.scenes.append(s)
+        self.scenes, self.skipped = keep_valid(
+            scenes, lambda s: check_scene(s, decode=skip_invalid), skip_invalid, "scene '{}'")
         if not self.scenes:
             raise BenchmarkError(f"all {len(scenes)} scenes are invalid; first: {self.skipped[0][1]}")
 

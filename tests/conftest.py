@@ -29,6 +29,14 @@ def shared_dir() -> Path:
     return SHARED
 
 
+def released_weights(shared: Path, name: str) -> Path:
+    """``shared/weights/<name>`` (an authors' released file); skip the test if it is absent."""
+    path = shared / "weights" / name
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    return path
+
+
 def python_env() -> dict:
     """Environment for subprocess runs of the CLIs (repo + tests importable, W&B offline)."""
     env = dict(os.environ)

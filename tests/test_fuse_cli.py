@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import tiny_method  # noqa: F401
-from conftest import ROOT
+from conftest import ROOT, released_weights
 from datamodules.default import compose_sources, load_photo, procedural_regions
 from experiments import fuse as fuse_cli
 from experiments.run import main as run_main
@@ -98,10 +98,7 @@ def test_bad_inputs_clear_errors_and_nothing_written(checkpoint, pair, tmp_path,
 # ----------------------------------------------------------------------------- issue 17, items 7-9
 @pytest.fixture(scope="module")
 def gacn_weights(shared_dir):
-    p = shared_dir / "weights" / "gacn_official.pkl"
-    if not p.is_file():
-        pytest.skip(f"{p} not present")
-    return p
+    return released_weights(shared_dir, "gacn_official.pkl")
 
 
 def _gacn(pair, out, weights, *extra):

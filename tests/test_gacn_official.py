@@ -17,15 +17,14 @@ from lightning_modules.gacn.official import convert_state_dict, load_official, r
 from mfif.config import DataConfig, ExperimentConfig
 from mfif.metrics.gradient import q_g
 
+from conftest import released_weights
+
 PAIRS = ["01", "05", "10", "16"]
 
 
 @pytest.fixture(scope="module")
 def weights(shared_dir):
-    p = shared_dir / "weights" / "gacn_official.pkl"
-    if not p.is_file():
-        pytest.skip(f"{p} not present")
-    return p
+    return released_weights(shared_dir, "gacn_official.pkl")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, python_env
+from conftest import ROOT, python_env, released_weights
 
 HEAVY = ("lightning", "torch._dynamo", "datamodules.base", "lightning_modules.udpnet", "lightning_modules.ufafuse")
 
@@ -29,9 +29,7 @@ def _run(code: str) -> dict:
 
 
 def test_fuse_cli_with_released_weights_imports_no_lightning(shared_dir, tmp_path):
-    weights = shared_dir / "weights" / "gacn_official.pkl"
-    if not weights.is_file():
-        pytest.skip(f"{weights} not present")
+    weights = released_weights(shared_dir, "gacn_official.pkl")
     rng = np.random.default_rng(0)
     pair = []
     for side in "AB":

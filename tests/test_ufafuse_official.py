@@ -19,13 +19,12 @@ from lightning_modules.ufafuse.official import (
 )
 from mfif.config import load_config
 
+from conftest import released_weights
+
 
 @pytest.fixture(scope="module")
 def weights(shared_dir):
-    path = shared_dir / "weights" / "ufa_official.pth"
-    if not path.is_file():
-        pytest.skip(f"{path} not present")
-    return path
+    return released_weights(shared_dir, "ufa_official.pth")
 
 
 @pytest.fixture(scope="module")
