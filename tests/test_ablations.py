@@ -13,8 +13,8 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from ablations import collect, engine, grid, sweep as sweep_cli, tables
-from ablations.grid import SweepError
+from ablations.sweeps import collect, engine, grid, sweep as sweep_cli, tables
+from ablations.sweeps.grid import SweepError
 from sweep_stand_in import write_stand_in
 
 ROOT = Path(__file__).resolve().parent.parent

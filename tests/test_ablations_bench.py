@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ablations import collect, grid, sweep as sweep_cli, tables
-from ablations.grid import SweepError
-from ablations import point_results
+from ablations.sweeps import collect, grid, sweep as sweep_cli, tables
+from ablations.sweeps.grid import SweepError
+from ablations.sweeps import point_results
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ablations import parity
+from ablations.sweeps import parity
 from datamodules.default import compose_sources, load_photo, procedural_regions
 from mfif.io import load_image
 from mfif.metrics import build_metric

@@ -80,7 +80,7 @@ def test_evaluation_lines_count_and_estimate(tmp_path):
 
 
 def test_sweep_runner_lines_carry_eta(tmp_path):
-    from ablations.runner import Job, run_jobs
+    from ablations.sweeps.runner import Job, run_jobs
 
     total, said = 4, []
     jobs = [Job(f"p{i}", ["python3", "-c", "pass"], tmp_path / f"p{i}") for i in range(total)]

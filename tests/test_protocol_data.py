@@ -329,7 +329,7 @@ ABL = Path(__file__).resolve().parents[1] / "ablations"
 
 def test_gacn_sweeps_test_on_the_26_pairs_and_fig9_has_dice_only():
     """GACN Sec. 4.1.2: 26 test pairs (Keep-Passion/GACN data/multi_focus/); Fig. 9 / Fig. 2: L_Dice alone."""
-    from ablations import grid
+    from ablations.sweeps import grid
 
     for table in ("table1", "table2", "fig9"):
         sweep = grid.load_sweep(ABL / "gacn" / f"{table}.yaml")
@@ -345,7 +345,7 @@ def test_gacn_sweeps_test_on_the_26_pairs_and_fig9_has_dice_only():
 
 
 def test_msasn_fig15_sweep_covers_variants():
-    from ablations import grid
+    from ablations.sweeps import grid
     from lightning_modules.msasn.network import VARIANTS
 
     sweep = grid.load_sweep(ABL / "msasn" / "fig15.yaml")

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ablations import sweep as sweep_cli, tables
+from ablations.sweeps import sweep as sweep_cli, tables
 from slurm_cluster import SlurmCluster, alive
 
 pytestmark = pytest.mark.slurm

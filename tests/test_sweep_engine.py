@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ablations import engine, grid, local, sweep as sweep_cli
-from ablations.grid import SweepError
+from ablations.sweeps import engine, grid, local, sweep as sweep_cli
+from ablations.sweeps.grid import SweepError
 from sweep_stand_in import write_stand_in
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,7 +53,7 @@ def test_engine_imports_without_network():
         def refuse(*a, **k):
             raise OSError("network access")
         socket.socket.connect = socket.create_connection = socket.getaddrinfo = refuse
-        from ablations import engine
+        from ablations.sweeps import engine
         print(engine.propose({"method": "random", "parameters": {"a": {"min": 0.0, "max": 1.0}}}, [], n=2, seed=3))
         """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

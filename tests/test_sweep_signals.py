@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import tiny_method  # noqa: F401  (registered once here: the forked runners inherit it)
-from ablations import sweep as sweep_cli
+from ablations.sweeps import sweep as sweep_cli
 from conftest import ROOT, python_env
 from mfif import registry
 from sweep_stand_in import write_stand_in

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from ablations import tables
-from ablations.grid import load_sweep, resolve_program
-from ablations.local import make_job, next_points, plan_points
-from ablations.runner import run_jobs
+from ablations.sweeps import tables
+from ablations.sweeps.grid import load_sweep, resolve_program
+from ablations.sweeps.local import make_job, next_points, plan_points
+from ablations.sweeps.runner import run_jobs
 
 ROOT = Path(__file__).resolve().parent.parent
 SWEEPS = sorted(p for p in ROOT.glob("ablations/*/*.yaml") if not p.name.endswith(".paper.yaml"))
@@ -57,7 +57,7 @@ def test_every_sweep_file_smoke_profile_runs_without_data_or_weights(tmp_path, m
 
 
 def test_missing_metric_weights_stop_before_any_training(tmp_path, monkeypatch, capsys):
-    from ablations import sweep as sweep_cli
+    from ablations.sweeps import sweep as sweep_cli
 
     monkeypatch.setenv("MFIF_WEIGHTS_DIR", str(tmp_path / "no-weights"))
     code = sweep_cli.main([str(ROOT / "ablations/udpnet/table4.yaml"), "--runs-root", str(tmp_path / "runs")])

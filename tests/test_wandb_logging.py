@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 import tiny_method  # noqa: F401  (registers the tiny decision-map method)
-from ablations import plots, tables
+from ablations.sweeps import plots, tables
 from mfif.viz import curve_figure, make_grid, make_map_grid, metric_table_rows, tile_rows
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -151,7 +151,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", default=None, help="output folder for fig8.csv, fig8.png (default RUN_DIR, else runs/gacn_fig8)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--wandb", action="store_true", help="log the curves to W&B (sweep fig8.yaml)")
-    from ablations.point_results import add_point_arguments, apply_profile, builtin_scenes_option
+    from ablations.sweeps.point_results import add_point_arguments, apply_profile, builtin_scenes_option
 
     # --run_dir, --wandb_group (sweep runner); --profile smoke: built-in scenes, their GT as the fused images
     add_point_arguments(p, smoke={"sources": builtin_scenes_option(), "fused": builtin_scenes_option("fused"),
@@ -175,7 +175,7 @@ def record_curves(args, rows: list[dict]) -> None:
     """The curves to ``--run_dir``/results.json and W&B (the point of ablations/gacn/fig8.yaml):
     ``<metric>`` = value at the largest sigma / unblurred value (the table's row), and
     ``<metric>@<sigma>`` every point of the curve."""
-    from ablations.point_results import record
+    from ablations.sweeps.point_results import record
 
     last = max(args.sigmas)
     metrics = {r["metric"]: r["relative"] for r in rows if r["sigma"] == last}

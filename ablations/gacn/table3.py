@@ -180,7 +180,7 @@ def record_stack(args, res: dict) -> None:
     """Part 2 figures to ``--run_dir``/results.json and W&B (a point of ablations/gacn/table3.yaml):
     ``time_per_image`` (wall) and ``cpu_time_per_image`` for one (N, strategy), else one pair of
     keys ``<name>.<strategy>.N<n>`` per combination."""
-    from ablations.point_results import record
+    from ablations.sweeps.point_results import record
 
     rows = [{"num_images": n, "strategy": s, "time_per_image": v["wall"], "cpu_time_per_image": v["cpu"]}
             for (n, s), v in res.items()]
@@ -208,7 +208,7 @@ def main(argv=None) -> None:
     p.add_argument("--stack_repeats", type=int, default=2, help="alternating rounds per N (minimum kept)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--wandb", action="store_true", help="log the part 2 figures to W&B (sweep table3.yaml)")
-    from ablations.point_results import add_point_arguments, apply_profile, builtin_scenes_option
+    from ablations.sweeps.point_results import add_point_arguments, apply_profile, builtin_scenes_option
 
     # --run_dir, --wandb_group (sweep runner); --profile smoke: a 3-frame built-in stack, random weights
     add_point_arguments(p, smoke={"stack": builtin_scenes_option(scenes=1, sources=3), "lytro": None, "weights": None,

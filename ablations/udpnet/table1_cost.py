@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-steps", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--wandb", action="store_true", help="log the figures to W&B (sweep ablations/udpnet/table1_cost.yaml)")
-    from ablations.point_results import add_point_arguments, apply_profile
+    from ablations.sweeps.point_results import add_point_arguments, apply_profile
 
     # --run_dir, --wandb_group (sweep runner); --profile smoke: a 64x64 pair, one timed run
     add_point_arguments(p, smoke={"size": 64, "runs": 1, "train_steps": 0, "threads": 1})
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     print("UDPNet benchmark (paper, Table I: 0.392 M parameters, 0.022 s per 512x512 pair on a GTX 1080Ti)")
     for k, v in rows:
         print(f"  {k:<{width}}  {v}")
-    from ablations.point_results import record
+    from ablations.sweeps.point_results import record
 
     # Table I columns: #Para. (M) of G (the inference model) and Time (s) per 512x512 pair
     record(args, {"params": params["G (inference model)"] / 1e6, "time": _med(inf, 0), "cpu_time": _med(inf, 1)},

@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = torch default)")
     p.add_argument("--out", default=None, help="output stem (default RUN_DIR/fig6, else runs/vaeedof_fig6/fig6)")
     p.add_argument("--wandb", action="store_true", help="log images_per_s to W&B (sweep runs)")
-    from ablations.point_results import add_point_arguments
+    from ablations.sweeps.point_results import add_point_arguments
 
     add_point_arguments(p)  # --run_dir, --wandb_group (sweep runner)
     return p
@@ -161,7 +161,7 @@ def record_rows(args, rows: list[dict]) -> None:
     """The figures to ``--run_dir``/results.json and W&B (a point of ablations/vaeedof/fig6.yaml):
     ``images_per_s`` and ``images_per_cpu_s`` for one (method, N), else ``<name>.<method>.N<n>``.
     A skipped (method, N) has no value: it is left out, never written as 0."""
-    from ablations.point_results import record
+    from ablations.sweeps.point_results import record
 
     keys = ("images_per_s", "images_per_cpu_s")
     metrics = ({k: rows[0][k] for k in keys} if len(rows) == 1

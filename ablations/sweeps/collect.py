@@ -12,7 +12,7 @@ Run-folder contract (written by ``ablations/sweep.py``, one folder per point)::
         csv/metrics.csv   Lightning's CSV logger: ``test/<metric>`` columns
         results.json      a benchmark program's figures (programs taking flags, e.g.
                           ablations/gacn/table3.py): ``{"metrics": {name: number}, ...}``,
-                          written by :func:`ablations.point_results.record` from ``--run_dir``
+                          written by :func:`ablations.sweeps.point_results.record` from ``--run_dir``
 
 A point's values are those of all three; where two name the same value, ``results.json`` wins,
 then the report's ``mean`` row, then Lightning's ``test/*``. Values that are missing or not finite
@@ -27,8 +27,8 @@ import json
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ablations.grid import Point, SweepError, point_matches
-from ablations.point_results import RESULTS, finite, finite_metrics
+from ablations.sweeps.grid import Point, SweepError, point_matches
+from ablations.sweeps.point_results import RESULTS, finite, finite_metrics
 
 DONE = "DONE"
 POINT = "point.json"

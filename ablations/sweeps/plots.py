@@ -9,21 +9,20 @@ A side file with a ``plot`` key is also drawn as a figure next to its tables
 
 ``x`` is an override key of the rows (numbers are sorted) or ``label``; ``series`` splits the
 rows into lines by another key; ``metrics`` defaults to the table's columns, else every metric
-our runs have. Missing values leave gaps. :func:`log_tables_to_wandb` puts the figures and the
-tables (one ``wandb.Table`` each) into one W&B run (``ablations/tables.py --wandb``).
+our runs have. Missing values leave gaps. :func:`ablations.sweeps.tables.log_tables_to_wandb` puts the
+figures and the tables (one ``wandb.Table`` each) into one W&B run (``ablations/tables.py --wandb``).
 """
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
-from ablations.grid import SweepError
+from ablations.sweeps.grid import SweepError
 
 
 def _num(v) -> Optional[float]:
-    from ablations.point_results import finite
+    from ablations.sweeps.point_results import finite
 
     return finite(v)
 
@@ -89,37 +88,3 @@ def draw_curves(table, side: dict, png: Path) -> Optional[Path]:
     plt.close(fig)
     atomic_write_bytes(Path(png), buf.getvalue())
     return Path(png)
-
-
-def log_tables_to_wandb(items: Sequence[tuple[str, object, Optional[Path]]], out: Path,
-                        project: str = "mfif", entity: Optional[str] = None, run=None) -> None:
-    """Log each ``(name, table, png)`` into one W&B run: ``<name>/table`` (a ``wandb.Table`` of
-    the Markdown cells) and ``<name>/curves`` (the figure).
-
-    Args:
-        out: folder of the run files when a run is made here (mode: ``WANDB_MODE``, else
-            offline as the training configs; :func:`ablations.point_results.wandb_mode`).
-        run: an existing ``wandb`` run to log into (it is not finished here).
-    """
-    import wandb
-
-    from ablations.point_results import wandb_mode
-    from ablations.tables import cells
-
-    own = run is None
-    if own:
-        os.environ.setdefault("WANDB_SILENT", "true")
-        Path(out).mkdir(parents=True, exist_ok=True)
-        run = wandb.init(project=project, entity=entity, job_type="tables", group="tables", mode=wandb_mode(),
-                         dir=str(out), name="tables")
-    try:
-        for name, table, png in items:
-            header, body = cells(table, lambda s: s)
-            columns = ["row"] + [f"{m} {w}" for m, ws in header for w in ws]
-            data = {f"{name}/table": wandb.Table(columns=columns, data=body)}
-            if png is not None:
-                data[f"{name}/curves"] = wandb.Image(str(png), caption=table.title)
-            run.log(data)
-    finally:
-        if own:
-            run.finish()

@@ -8,7 +8,7 @@ the same code here means that a sweep file accepted by ``ablations/sweep.py`` is
 local runner hands the engine the finished points (their parameters, state and the sweep's
 ``metric`` read from their run folders) and runs what it proposes.
 
-Grid sweeps (the paper tables) keep their own expansion in :mod:`ablations.grid` (file order,
+Grid sweeps (the paper tables) keep their own expansion in :mod:`ablations.sweeps.grid` (file order,
 stable point ids, so that SLURM array task ``i`` is point ``i``); the engine proposes the same
 set of points (``tests/test_sweep_engine.py``). Importing the engine needs no network.
 """
@@ -21,7 +21,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ablations.grid import SweepError
+from ablations.sweeps.errors import SweepError
 
 METHODS = ("grid", "random", "bayes")
 

@@ -1,13 +1,13 @@
 """Sweep files: parse a W&B sweep, expand a grid into points, name, validate and match them.
 
 A sweep file (``ablations/<paper>/<table>.yaml``) is a W&B sweep, checked against W&B's own
-schema (:mod:`ablations.engine`). A paper table is a ``method: grid`` sweep whose ``parameters``
+schema (:mod:`ablations.sweeps.engine`). A paper table is a ``method: grid`` sweep whose ``parameters``
 give each key either ``values: [...]`` (a grid axis) or ``value: x`` (a constant). The grid is
 the cartesian product of the axes in file order (the first axis varies slowest), so point ``i``
 is the same point on every machine: the local runner, the SLURM array task ``i`` and the table
 builder all agree without talking to each other. ``method: random | bayes`` sweeps (distributions
 such as ``{min: 0, max: 1}``) have no fixed points: W&B's engine proposes them one batch at a
-time (:func:`ablations.engine.propose`).
+time (:func:`ablations.sweeps.engine.propose`).
 
 Values are turned into ``key=value`` exactly as the W&B agent does (``f"{key}={value}"``), so a
 local run and an online run of the same point receive the same strings.
@@ -29,7 +29,9 @@ from typing import Any, Callable, Optional, Sequence
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from ablations.sweeps.errors import SweepError  # noqa: F401  (re-exported: the sweep modules take it from here)
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository (ablations/sweeps/grid.py)
 DEFAULT_PROGRAM = "experiments/run.py"
 #: W&B's default command when a sweep file has none (W&B docs, "Sweep configuration").
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
@@ -38,10 +40,6 @@ _KNOWN_MACROS = {"env", "interpreter", "program", "args", "args_no_hyphens", "ar
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 #: options every benchmark program (``${args}``) takes: the point's run folder and W&B group
 POINT_FLAGS = ("--run_dir", "--wandb_group")
-
-
-class SweepError(ValueError):
-    """A problem with a sweep file, its side file or one of its points (names the file and key)."""
 
 
 @dataclass(frozen=True)
@@ -148,7 +146,7 @@ def load_sweep(path: str | Path) -> Sweep:
             ``${macro}`` in ``command``, anything W&B's schema refuses; the message names the
             file and key.
     """
-    from ablations.engine import METHODS, check_schema
+    from ablations.sweeps.engine import METHODS, check_schema
 
     path = Path(path)
     d = _read_yaml(path)
@@ -259,7 +257,7 @@ def validate(sweep: Sweep, points: Sequence[Point], extra: Sequence[str] = (), p
         for key in sweep.parameters:
             if f"--{key}" not in src:
                 raise SweepError(f"{sweep.path}: parameter '{key}' is not an option of {program} (no '--{key}')")
-        for flag in POINT_FLAGS:  # declared directly or by ablations.point_results.add_point_arguments
+        for flag in POINT_FLAGS:  # declared directly or by ablations.sweeps.point_results.add_point_arguments
             if flag not in src and "add_point_arguments(" not in src:
                 raise SweepError(f"{sweep.path}: {program} has no '{flag}' option: the runner passes each point's "
                                  "folder and W&B group with it (see ablations/point_results.py)")

@@ -1,7 +1,7 @@
 """The local side of ``ablations/sweep.py``: plan every point's command, then run the points.
 
 Planning (:func:`plan_points`, also used for the SLURM script) checks every point before anything
-runs (:func:`ablations.grid.validate`: names, types, values) and applies two rules:
+runs (:func:`ablations.sweeps.grid.validate`: names, types, values) and applies two rules:
 
 * ``profile=smoke`` runs anywhere, on a fresh clone: the sweep's data and weight paths
   (:data:`PATH_KEYS`) are reset, so each point trains and tests on the built-in data of its
@@ -10,10 +10,10 @@ runs (:func:`ablations.grid.validate`: names, types, values) and applies two rul
 * otherwise missing metric weights stop the sweep before any training (exit 2), with one message
   naming the files and ``MFIF_WEIGHTS_DIR``.
 
-Running (:func:`run_points`, :func:`run_search`) goes through :func:`ablations.runner.run_jobs`
+Running (:func:`run_points`, :func:`run_search`) goes through :func:`ablations.sweeps.runner.run_jobs`
 (locks, signals, progress). A point that is not ``DONE`` runs again; a training point that left a
 checkpoint resumes from it (``ckpt_path=last``), unless it ran with other settings. ``random`` /
-``bayes`` sweeps ask W&B's engine (:mod:`ablations.engine`) for ``workers`` points at a time.
+``bayes`` sweeps ask W&B's engine (:mod:`ablations.sweeps.engine`) for ``workers`` points at a time.
 """
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from ablations.collect import (has_test_metrics, is_done, last_checkpoint, mark_done, point_dir, point_metrics,
+from ablations.sweeps.collect import (has_test_metrics, is_done, last_checkpoint, mark_done, point_dir, point_metrics,
                                read_point_info, write_point_info)
-from ablations.grid import Point, Sweep, SweepError, build_command, validate
-from ablations.runner import Job, Result, run_jobs
+from ablations.sweeps.grid import Point, Sweep, SweepError, build_command, validate
+from ablations.sweeps.runner import Job, Result, run_jobs
 
 #: config keys naming the user's data or weight files: reset by ``profile=smoke`` (built-in data)
 PATH_KEYS = ("data.root", "data.benchmark", "data.gt_dir", "data.test_root", "weights", "ckpt_path",
@@ -36,7 +36,7 @@ def point_tail(sweep: Sweep, point: Point, runs_root: Path) -> list[str]:
     """Settings every point gets last: its fixed folder and W&B group (and name, for configs).
 
     A config program gets ``run_dir=... logger.group=... logger.name=...``; a program taking
-    flags gets ``--run_dir=... --wandb_group=...`` (:func:`ablations.grid.build_command` adds the
+    flags gets ``--run_dir=... --wandb_group=...`` (:func:`ablations.sweeps.grid.build_command` adds the
     hyphens) and writes ``results.json`` there (``ablations/point_results.py``).
     """
     rd = point_dir(runs_root, sweep.name, point.id)
@@ -218,7 +218,7 @@ def past_points(sweep: Sweep, runs_root: Path) -> list[tuple[Point, str, Optiona
 def next_points(sweep: Sweep, runs_root: Path, count: int, batch: int, seed: int, retried: set) -> list[Point]:
     """The next batch of a ``random``/``bayes`` sweep: unfinished points first (once per
     invocation), then new proposals of W&B's engine until ``count`` points exist."""
-    from ablations.engine import PastRun, propose
+    from ablations.sweeps.engine import PastRun, propose
 
     past = past_points(sweep, runs_root)
     again = [p for p, state, _ in past if state != "finished" and p.id not in retried][:batch]
