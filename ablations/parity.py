@@ -1,5 +1,10 @@
 """``python ablations/parity.py ...``: the ``mfif-parity`` command run by path (:mod:`ablations.sweeps.parity`)."""
 import sys
+from pathlib import Path
+
+# run by path, Python puts ablations/ first on sys.path, where the package folder sweeps/ would
+# shadow W&B's sweep engine (`import sweeps`): put the repository root there instead
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from ablations.sweeps.parity import cli
 
