@@ -17,7 +17,9 @@ unless ``overwrite=true``), ``evaluate`` (score the fused images already in ``ou
 file. Everything is checked (config, metric weights, data folders, checkpoint) before the run
 folder is created; a run in an existing folder adds to it and never replaces its logs or
 ``config.yaml``. Import hooks (``*_target`` keys) need ``--trust-config``. The run folder is
-printed at the end.
+printed at the end. Exit codes: 0 done, 2 a config/data/checkpoint problem found before the run
+(nothing created), 3 training diverged (a non-finite loss or gradient: one line names the step
+and the last finite checkpoint, which is kept).
 """
 from __future__ import annotations
 
@@ -270,7 +272,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(OmegaConf.to_yaml(cfg))
         return 0
-    run_dir = run(cfg, trust_config=args.trust_config)
+    from mfif.trainer import TrainingDiverged
+
+    try:
+        run_dir = run(cfg, trust_config=args.trust_config)
+    except TrainingDiverged as e:  # one line, no traceback; the last finite checkpoint stays
+        from lightning.pytorch.utilities import rank_zero_only
+
+        if rank_zero_only.rank == 0:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+        return 3
     print(f"run folder: {run_dir.resolve()}")
     return 0
 

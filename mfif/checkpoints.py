@@ -142,6 +142,11 @@ def _newest_readable(cands: Sequence[Path]) -> tuple[Optional[Path], Optional[di
     return None, None
 
 
+def newest_checkpoint(run_dir: str | os.PathLike) -> Optional[Path]:
+    """The newest readable checkpoint of a run folder (what ``ckpt_path=last`` resolves to), or None."""
+    return _newest_readable(_candidates(Path(run_dir)))[0]
+
+
 def best_checkpoint(run_dir: str | os.PathLike) -> Path:
     """The best checkpoint of a run folder, as recorded by its ModelCheckpoint state.
 

@@ -105,6 +105,10 @@ class TrainerConfig:
     # false | true (inductor) | a torch.compile backend name (e.g. aot_eager, for debugging)
     compile: Any = False
     progress: str = "auto"  # auto | rich | plain | none
+    # intra-op CPU threads (torch.set_num_threads) of each training process; null = torch's default
+    # (the physical cores). oneDNN's reductions depend on it, so a profile that promises the same
+    # numbers from the same command (the cpu profiles) fixes it.
+    threads: Optional[int] = None
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     # any other key (e.g. benchmark, gradient_clip_algorithm) is a lightning.Trainer argument
 

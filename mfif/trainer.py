@@ -7,6 +7,10 @@ Cross-cutting concerns are callbacks, never code in the paper modules:
 * checkpoints: ``last.ckpt`` plus the best by the paper's monitored metric, written crash-safe
   in their folder (:class:`AtomicCheckpointIO`, :func:`mfif.checkpoints.atomic_torch_save`);
 * early stopping when the paper uses it (MSASN: patience 6 on the validation loss);
+* divergence: a non-finite loss or gradient stops training before the step (:class:`DivergenceGuard`);
+* exact resume: the RNG streams of the training steps go into every checkpoint, SIGTERM and SLURM's
+  time-limit signal save at the end of the current step (:class:`mfif.resume.ExactResume`; the
+  train loader's position is restored by Lightning, :class:`datamodules.base.ResumableLoader`);
 * progress: Rich bar in a terminal, plain periodic log lines otherwise (SLURM logs);
 * loggers: a CSV logger always (appending: a resumed run or a test in a training folder adds
   rows to ``csv/metrics.csv``, never replaces it), W&B (offline unless configured online).
@@ -49,6 +53,7 @@ from omegaconf import DictConfig, OmegaConf
 from mfif.checkpoints import atomic_torch_save
 from mfif.config import TrainerConfig
 from mfif.io import atomic_write_bytes
+from mfif.resume import ExactResume
 
 
 class PlainProgress(Callback):
@@ -69,6 +74,49 @@ class PlainProgress(Callback):
         if trainer.is_global_zero and not trainer.sanity_checking:
             m = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
             print(f"[epoch {trainer.current_epoch} validation] " + " ".join(f"{k}={v:.4g}" for k, v in sorted(m.items())), flush=True)
+
+
+class TrainingDiverged(RuntimeError):
+    """Training stopped at a non-finite loss or gradient (:class:`DivergenceGuard`); the weights
+    are those before the step, the checkpoints on disk are the last finite ones."""
+
+    def __init__(self, step: int, what: str, checkpoint: Optional[str]):
+        self.step, self.what, self.checkpoint = step, what, checkpoint
+        kept = f"last finite checkpoint: {checkpoint} (kept)" if checkpoint else "no checkpoint was written before it"
+        super().__init__(f"training diverged at step {step}: non-finite {what}; {kept}")
+
+
+class DivergenceGuard(Callback):
+    """Stop training at the first non-finite loss or gradient, before the optimiser step.
+
+    Checked on every step: the loss before backward and the gradients before the optimiser step
+    (one reduction, one host sync). Under DDP the decision is taken jointly (a rank whose loss is
+    finite would otherwise wait for the others' gradients forever). Raises
+    :class:`TrainingDiverged`, which ``run.py`` turns into one line and exit code 3; nothing is
+    saved after the non-finite step, so the newest checkpoint in the run folder stays the last
+    finite one.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+
+    def _check(self, trainer, finite: torch.Tensor, what: str) -> None:
+        bad = not bool(finite)
+        if trainer.world_size > 1:
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            from mfif.checkpoints import newest_checkpoint  # the rule of ckpt_path=last
+
+            path = newest_checkpoint(self.run_dir)
+            raise TrainingDiverged(trainer.global_step, what, str(path) if path else None)
+
+    def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
+        self._check(trainer, torch.isfinite(loss.detach()).all(), "loss")
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if grads:
+            self._check(trainer, torch.isfinite(torch.stack(torch._foreach_norm(grads))).all(), "gradient")
 
 
 def count_devices(devices: Any, accelerator: str) -> int:
@@ -201,7 +249,7 @@ class LastCheckpoint(ModelCheckpoint):
 
 def build_callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool) -> list:
     ck, dirpath = cfg.checkpoint, str(run_dir / "checkpoints")
-    callbacks: list = []
+    callbacks: list = [DivergenceGuard(run_dir)]
     if ck.monitor:  # first: trainer.checkpoint_callback is the one that knows the best checkpoint
         callbacks.append(ModelCheckpoint(dirpath=dirpath, filename="best-{epoch}-{step}", monitor=ck.monitor,
                                          mode=ck.mode, save_top_k=ck.save_top_k, save_last=False,
@@ -210,6 +258,8 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool) -> list:
         callbacks.append(LastCheckpoint(dirpath, ck.every_n_train_steps))
     if cfg.ema.enabled and cfg.mode == "fit":  # test/predict load the averaged weights from the checkpoint
         callbacks.append(EMAWeightAveraging(decay=cfg.ema.decay, update_starting_at_step=cfg.ema.start_step))
+    # after EMA: a step-end save (SIGTERM, SLURM requeue) must hold the step's EMA update
+    callbacks.append(ExactResume(run_dir / "checkpoints" / "last.ckpt" if ck.save_last else None))
     es = cfg.trainer.early_stopping
     if es.enabled:
         # checked after each validation only: a run stopped by max_steps mid-epoch has no val/loss yet
@@ -238,6 +288,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: Sequence[Call
     run_dir.mkdir(parents=True, exist_ok=True)
     t = cfg.trainer
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    if t.threads:  # before any training work (oneDNN's results depend on the thread count)
+        torch.set_num_threads(int(t.threads))
     loggers = build_loggers(cfg, run_dir)
     kwargs = dict(
         default_root_dir=str(run_dir),

@@ -11,13 +11,17 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
+# One thread per process, subprocesses included (CLI runs, DDP ranks, SLURM jobs inherit it): make
+# test runs 2 xdist workers on 2 cores, and an OpenMP pool of 2 threads per process spin-waits
+# against the other worker (a UDPNet smoke run took 22 CPU-s with 2 threads, 1.6 s with 1).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 SHARED = Path(os.environ.get("MFIF_SHARED", ROOT.parent / "shared"))
 
 import torch  # noqa: E402
 
 # Tests use tiny tensors: one intra-op thread avoids oversubscribing the shared 2-core CI machine
-# (measured 5-10x slower with 2 threads under load). Subprocess tests are unaffected.
+# (measured 5-10x slower with 2 threads under load); OMP_NUM_THREADS above does it for subprocesses.
 torch.set_num_threads(1)
 
 
@@ -43,6 +47,22 @@ def python_env() -> dict:
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
     env["WANDB_MODE"] = "offline"
     return env
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """``last.ckpt`` of ONE smoke fit of the tiny test method (``tests/configs_tiny.yaml``), made once
+    per test session (per xdist worker) and shared by the tests that only read a trained
+    checkpoint (predict, test, fuse, error messages). Read-only: tests write in their own folders."""
+    import tiny_method  # noqa: F401  (registers "tiny")
+    from experiments.run import main
+
+    run_dir = tmp_path_factory.mktemp("tiny-smoke") / "run"
+    assert main(["--config", str(ROOT / "tests/configs_tiny.yaml"), "profile=smoke", f"run_dir={run_dir}",
+                 "logger.wandb=false", "trainer.progress=none"]) == 0
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    ckpt.chmod(0o444)
+    return ckpt
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,9 @@ Everything lives under ``root``: its own ``slurm.conf`` (clients find it through
 in :attr:`SlurmCluster.env`), munge key and socket (so a system munged is never touched), state,
 spool and log folders, and free TCP ports. The node is this machine (``hostname -s``, its CPUs and
 memory); ``SlurmUser=root``, ``ProctrackType=proctrack/linuxproc``, ``TaskPlugin=task/none``,
-``SelectType=select/cons_tres``. Timing settings that matter to the tests:
+``SelectType=select/cons_tres``. The node offers :data:`NODE_CPUS` CPUs (at least the machine's;
+``SlurmdParameters=config_overrides``) so that a test's tiny jobs run side by side and their waits
+for a time-limit signal overlap, even on a 2-core machine. Timing settings that matter to the tests:
 
 * ``cred_expire=5`` (``AuthInfo``): a requeued job waits this long before it may start again
   (SLURM's default is 120 s);
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Optional
 
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")  # Debian/Ubuntu package names
+NODE_CPUS = 8  # CPUs the test node offers (oversubscribed: every test job is seconds of 1-CPU work)
 PROGRAMS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "sinfo", "scontrol", "scancel")
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
                 "DEADLINE", "PREEMPTED"}
@@ -90,7 +93,7 @@ class SlurmCluster:
         self.root = Path(root)
         self.conf = self.root / "slurm.conf"
         self.node = socket.gethostname().split(".")[0]
-        self.cpus = len(os.sched_getaffinity(0))
+        self.cpus = max(NODE_CPUS, len(os.sched_getaffinity(0)))
         self.procs: dict[str, subprocess.Popen] = {}
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
         for k in [k for k in self.env if k.startswith(("SLURM_", "SBATCH_", "SRUN_", "SALLOC_")) and k != "SLURM_CONF"]:
@@ -126,7 +129,7 @@ class SlurmCluster:
             "MpiDefault=none", "SwitchType=switch/none", "JobAcctGatherType=jobacct_gather/none",
             "AccountingStorageType=accounting_storage/none", "JobCompType=jobcomp/none",
             "MailProg=/bin/true", "ReturnToService=2", "JobRequeue=1",
-            "KillWait=5", "OverTimeLimit=0", "MinJobAge=3600",
+            "KillWait=5", "OverTimeLimit=0", "MinJobAge=3600", "SlurmdParameters=config_overrides",
             f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={mem} State=UNKNOWN",
             f"PartitionName=test Nodes={self.node} Default=YES MaxTime=INFINITE State=UP",
             ""]))
@@ -142,7 +145,7 @@ class SlurmCluster:
         missing = missing_requirements()
         if missing:
             raise ClusterError(f"cannot start the SLURM test cluster, missing: {', '.join(missing)} "
-                               f"(as root: apt-get install -y {' '.join(PACKAGES)}; .ci/run does this)")
+                               f"(as root: apt-get install -y {' '.join(PACKAGES)}; make test does this)")
         self.write_config()
         m = self.root / "munge"
         self._daemon("munged", [_exe("munged"), "--foreground", "--force", f"--socket={m}/munge.socket",

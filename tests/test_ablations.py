@@ -272,6 +272,7 @@ def test_wandb_source_maps_runs_to_points(tmp_path):
 
 # --- end to end: a tiny table through the real runner and experiments/run.py (smoke profile) -----
 
+@pytest.mark.slow
 def test_tiny_table_end_to_end(tmp_path, capsys):
     f = _write(tmp_path / "tiny.yaml", _sweep_yaml("tiny", "model.width: {values: [2, 3]}\nprofile: {value: smoke}\n"))
     side = _side(tmp_path)

@@ -153,6 +153,7 @@ baselines:
 
 # --- end to end: GACN Table 3 through the real runner and bench_gacn.py on tiny frames -----------
 
+@pytest.mark.slow
 def test_gacn_table3_benchmark_sweep_fills_its_table(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     for i in range(3):

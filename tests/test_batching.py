@@ -73,10 +73,8 @@ def test_fuse_scenes_matches_one_scene_at_a_time(bench, tmp_path, batch, workers
         fuse_scenes(module, scenes, tmp_path / "out", batch=batch)
 
 
-def test_run_predict_batches_and_workers_give_the_same_images(bench, tmp_path):
-    run_dir = tmp_path / "fit"
-    assert run_main(["--config", CFG, "profile=smoke", f"run_dir={run_dir}", *QUIET]) == 0
-    ckpt = run_dir / "checkpoints/last.ckpt"
+def test_run_predict_batches_and_workers_give_the_same_images(bench, tiny_checkpoint, tmp_path):
+    ckpt = tiny_checkpoint  # the session's smoke fit (tests/conftest.py)
     outs = {}
     for bs, nw in ((1, 0), (2, 1)):
         out = tmp_path / f"pred{bs}"

@@ -52,7 +52,16 @@ from blender.scene import (  # noqa: E402
 
 SCRIPT = ROOT / "blender" / "render_mattingmfif.py"
 HAS_BPY = importlib.util.find_spec("bpy") is not None
-needs_bpy = pytest.mark.skipif(not HAS_BPY, reason="bpy not installed (pip install -e .[blender])")
+_has_bpy = pytest.mark.skipif(not HAS_BPY, reason="bpy not installed (pip install -e .[blender])")
+
+
+def needs_bpy(test):
+    """A real Blender render: seconds each, so `slow` (make test runs it, make test-fast does not)."""
+    return pytest.mark.slow(_has_bpy(test))
+
+
+# the renderer CLI in a subprocess (Blender's start-up each time): `slow` as well
+cli = pytest.mark.slow
 
 RES = 128
 N = 5
@@ -244,6 +253,7 @@ def test_layout_commit_and_stale(tmp_path):
 # ----------------------------------------------------------------------------- CLI (no render)
 
 
+@cli
 def test_bad_arguments_exit_nonzero_and_write_nothing(tmp_path):
     out = tmp_path / "out"
     empty = _empty(tmp_path)
@@ -273,6 +283,7 @@ def _dry(*args, env=None):
     return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
 
 
+@cli
 def test_shard_split_is_deterministic_partition():
     full = {d["scene_index"]: d for d in _dry("--num-scenes", 10, "--seed", 5)}
     seen = []
@@ -441,6 +452,7 @@ def fake_finished_scenes(out: Path, args: list) -> list[Path]:
     return scenes
 
 
+@cli
 @pytest.mark.parametrize("flag, value", [("--resolution", 64), ("--seed", 3), ("--samples", 32)])
 def test_rerun_with_other_settings_refuses_and_writes_nothing(tmp_path, flag, value):
     out = tmp_path / "out"

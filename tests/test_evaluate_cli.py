@@ -134,6 +134,7 @@ def test_arank_ties_and_nan():
     assert issubclass(EvaluationError, ValueError)
 
 
+@pytest.mark.slow
 def test_script_entry_point(bench):
     r = subprocess.run(
         [sys.executable, str(ROOT / "experiments" / "evaluate.py"), *_args(bench, metrics="sen,std")],

@@ -10,20 +10,14 @@ import torch
 from PIL import Image
 
 import tiny_method  # noqa: F401
-from conftest import ROOT, released_weights
+from conftest import released_weights
 from datamodules.default import compose_sources, load_photo, procedural_regions
 from experiments import fuse as fuse_cli
-from experiments.run import main as run_main
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("tinyrun")
-    run_main(["--config", str(ROOT / "tests/configs_tiny.yaml"), "profile=smoke", f"run_dir={run_dir}",
-              "logger.wandb=false", "trainer.progress=none"])
-    ck = run_dir / "checkpoints/last.ckpt"
-    assert ck.is_file()
-    return ck
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint  # the session's smoke fit (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

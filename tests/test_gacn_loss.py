@@ -175,6 +175,6 @@ def test_paper_config_values():
     assert (cfg.data.name, cfg.data.batch_size, cfg.data.patch_size, cfg.trainer.max_epochs) == ("coco_defocus", 16, 156, 50)
     assert cfg.model.sf_radius == 5 and cfg.model.sharpness == 1000 and cfg.model.sse_kernel == 7
     # Sec. 4.3: the six metrics, as the variants Table 1 printed (mfif.metrics.conventions)
-    assert cfg.metrics == ["q_g_zl_sk", "q_y_exact_sk", "q_ncie_sk", "q_cb_sk", "fmi_edge_sk", "fmi_dct_sk"]
+    assert cfg.metrics == ["q_g_zl_sk", "q_y_sesf_sk", "q_ncie_sk", "q_cb_sk", "fmi_edge_matlab_sk", "fmi_dct_sk"]
     smoke = load_config("gacn.yaml", ["profile=smoke", "model.multi_strategy=serial", "model.orientation=smooth"])
     assert smoke.data.name == "default" and smoke.model.multi_strategy == "serial"

@@ -72,6 +72,7 @@ def test_same_outputs_as_released_strategy(module, shared_dir):
     assert (out.fused - fused_off.detach()).abs().mean().item() < 1e-4
 
 
+@pytest.mark.slow
 def test_official_strategy_child_process_matches_in_process(module, shared_dir):
     """The benchmark's child process (spawned, its own allocator) computes the same pair."""
     src = load_pair(shared_dir, "02")[..., 100:164, 100:196]

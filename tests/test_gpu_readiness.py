@@ -56,6 +56,7 @@ def test_gpu_smoke_without_cuda_says_skipped(monkeypatch, capsys):
         gpu_smoke.main(["--steps", "2", "--warmup", "2"])
 
 
+@pytest.mark.slow
 def test_gpu_smoke_cpu_dry_run():
     # the eager compile backend keeps the dry run short (inductor's C++ build takes minutes on CPU)
     cmd = [sys.executable, str(ROOT / "experiments/benchmarks/gpu_smoke.py"), "--cpu", "--methods", "ufafuse",
@@ -63,6 +64,7 @@ def test_gpu_smoke_cpu_dry_run():
     r = subprocess.run(cmd, cwd=ROOT, env=python_env(), capture_output=True, text=True, timeout=300)
     lines = r.stdout.strip().splitlines()
     assert r.returncode == 0, r.stdout + r.stderr[-2000:]
-    assert lines[0].split() == ["method", "devices", "steps/s", "peak", "MiB", "result"]
-    method, devices, rate, peak, result = lines[1].split()
+    assert lines[0].split() == ["method", "devices", "steps/s", "samples/s", "peak", "MiB", "result"]
+    method, devices, rate, samples, peak, result = lines[1].split()
     assert (method, devices, result) == ("ufafuse", "1", "pass") and float(rate) > 0 and float(peak) > 0
+    assert float(samples) == pytest.approx(2 * float(rate), abs=0.06)  # smoke profile: batch 2, one device (printed .1f)

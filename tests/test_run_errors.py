@@ -28,10 +28,8 @@ def _fails(capsys, *args: str, config: str = CFG) -> str:
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("fit") / "run"
-    assert main(["--config", CFG, *QUIET, f"run_dir={run_dir}"]) == 0
-    return run_dir / "checkpoints/last.ckpt"
+def ckpt(tiny_checkpoint):
+    return tiny_checkpoint  # the session's smoke fit (tests/conftest.py)
 
 
 def test_predict_keeps_existing_outputs(bench, ckpt, tmp_path, capsys):

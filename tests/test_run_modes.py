@@ -28,10 +28,8 @@ def bench(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("fit")
-    assert main(["--config", CFG, "profile=smoke", f"run_dir={run_dir}", *QUIET]) == 0
-    return run_dir / "checkpoints/last.ckpt"
+def ckpt(tiny_checkpoint):
+    return tiny_checkpoint  # the session's smoke fit (tests/conftest.py)
 
 
 def test_predict_then_evaluate(bench, ckpt, tmp_path):

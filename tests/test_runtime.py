@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # A forward-pass-like pattern (a few 16-32 MB tensors made and freed each round); count the minor
@@ -32,6 +34,7 @@ def _probe(env_value: str) -> tuple[bool, int]:
     return out[0] == "True", int(out[1])
 
 
+@pytest.mark.slow
 def test_retain_freed_memory_removes_page_faults_and_can_be_disabled():
     applied, faults = _probe("1")
     default_applied, default_faults = _probe("0")

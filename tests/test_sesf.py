@@ -214,6 +214,7 @@ def test_serial_fusion_is_pairwise_fusion_in_series():
     assert set(out.maps.unique().tolist()) <= {0.0, 1.0} and torch.equal(out.maps.sum(1), torch.ones(1, 1, 36, 40))
 
 
+@pytest.mark.slow  # 15-30 s of real data: in make test, not make test-fast
 def test_lytro_output_sanity(module, lytro):
     from mfif.metrics.gradient import q_g
 

@@ -2,10 +2,13 @@
 runs ``experiments/slurm/train.sbatch`` (DDP over 2 CPU tasks, time-limit requeue, scancel and
 resume) and ``ablations/sweep.py --slurm --submit`` (array job, failed point, resubmission).
 
-Jobs run the smoke profile; the tiny test method where weights are compared. ``ENTRY`` holds
-the first attempt where a test needs a job that is still running (it waits at the end of an
-epoch), so every job is seconds of CPU work. SLURM's time-limit signal needs ``--time=1``
-(minutes) and slurmctld looks at time limits every 30 s (``tests/slurm_cluster.py``).
+Jobs run the smoke profile: UDPNet (random blind-spot masks) where a requeue must give the
+weights of an uninterrupted run, the tiny test method elsewhere. ``ENTRY`` holds the first attempt
+where a test needs a job that is still running (at a given step, or at the end of an epoch), so
+every job is seconds of CPU work. SLURM's time limits are whole minutes (``--time``) and
+slurmctld looks at time limits every 30 s (``tests/slurm_cluster.py``): the requeue jobs are
+submitted together so that their waits overlap. Under pytest-xdist, ``--dist loadfile`` (make test)
+keeps this file in one worker: one cluster per session, daemons stopped by PID.
 """
 from __future__ import annotations
 
@@ -31,8 +34,10 @@ TINY = ROOT / "tests" / "configs_tiny.yaml"
 CPU_JOB = ["--gpus-per-node=0", "--cpus-per-task=1", "--time=5"]  # a CPU partition; 5 min guards against hangs
 
 # experiments/run.py with the tiny method. WAIT_AFTER_EPOCH=E: the first SLURM attempt waits at
-# the end of epoch E, after validation (until the time-limit signal, scancel or 300 s).
-# FAIL_IF=FILE: model.width=3 fails while FILE exists (a point that fails once, for the sweep).
+# the end of epoch E, after validation (until scancel or 300 s). WAIT_AT_STEP=S: it waits before
+# the step at global step S until the time-limit signal is noted (mfif.resume.ExactResume, which
+# then saves and requeues at the end of that step). FAIL_IF=FILE: model.width=3 fails while FILE
+# exists (a point that fails once, for the sweep).
 ENTRY = '''\
 import os
 import sys
@@ -42,13 +47,23 @@ import lightning as L
 import tiny_method  # noqa: F401  (registers "tiny"; also when ablations/sweep.py imports this file)
 from experiments import run as R
 
+FIRST = os.environ.get("SLURM_RESTART_COUNT", "0") == "0"
+
 
 class WaitInFirstAttempt(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         at = os.environ.get("WAIT_AFTER_EPOCH")
-        if at and trainer.current_epoch == int(at) and os.environ.get("SLURM_RESTART_COUNT", "0") == "0":
+        if at and trainer.current_epoch == int(at) and FIRST:
             print(f"waiting after epoch {at}", flush=True)
             time.sleep(300)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        at = os.environ.get("WAIT_AT_STEP")
+        if at and trainer.global_step == int(at) and FIRST:
+            print(f"waiting at step {at} (rank {trainer.global_rank})", flush=True)
+            end = time.monotonic() + 300
+            while not any(getattr(c, "requeue_pending", False) for c in trainer.callbacks) and time.monotonic() < end:
+                time.sleep(0.2)
 
 
 if __name__ == "__main__":
@@ -155,51 +170,6 @@ def test_train_sbatch_ddp_on_two_cpu_tasks(slurm_cluster, tmp_path):
     assert [p.name.rsplit("-", 2)[-2:] for p in offline] == [["mfif", job]]  # offline W&B run, id mfif-<job>
 
 
-@pytest.fixture(scope="module")
-def requeued(slurm_cluster, tmp_path_factory):
-    """A job with ``--time=1 --signal=SIGUSR1@5`` whose first attempt waits after epoch 0 until the
-    signal (25-55 s in), and the same training uninterrupted, side by side (1 CPU each)."""
-    tmp = tmp_path_factory.mktemp("requeue")
-    entry = _entry(tmp)
-    args = [SBATCH, TINY, "profile=smoke", "trainer.max_epochs=3", "trainer.max_steps=-1",
-            "checkpoint.monitor=null"]  # test and report on the last weights
-    ref = slurm_cluster.sbatch(*CPU_JOB, "--ntasks-per-node=1", "-o", tmp / "ref.out", *args, cwd=tmp,
-                               env=_env(MFIF_ENTRY=entry, RUN_DIR=tmp / "ref"))
-    job = slurm_cluster.sbatch("--gpus-per-node=0", "--ntasks-per-node=1", "--cpus-per-task=1", "--time=1",
-                               "--signal=SIGUSR1@5", "-o", tmp / "rq.out", *args, cwd=tmp,
-                               env=_env(MFIF_ENTRY=entry, RUN_DIR=tmp / "rq", WAIT_AFTER_EPOCH=0, WANDB_ID="rq-1"))
-    rec = slurm_cluster.wait(job, 240)[0]
-    assert slurm_cluster.wait(ref, 120)[0]["JobState"] == "COMPLETED", _text(tmp / "ref.out")
-    return SimpleNamespace(tmp=tmp, job=job, rec=rec, log=_text(tmp / "rq.out"))
-
-
-def test_time_limit_requeue_resumes_in_the_same_run_with_the_same_weights(requeued):
-    """Lightning saves hpc_ckpt_1.ckpt on SIGUSR1 and requeues; attempt 2 resumes in the same run
-    folder and W&B run and ends with exactly the weights of the uninterrupted run (tiny method: no
-    random draws in the model; data and shuffling depend on (seed, index, epoch) only; the signal
-    came between epochs: a mid-epoch checkpoint restarts the epoch's batches, see README)."""
-    r, job = requeued, requeued.job
-    assert (r.rec["JobState"], r.rec["Restarts"]) == ("COMPLETED", "1"), r.log
-    first, second = r.log.split(f"job {job} attempt 2")
-    assert f"job {job} attempt 1" in first and "waiting after epoch 0" in first
-    assert first.index("waiting after epoch 0") < first.index("Handling auto-requeue signal"), first
-    assert f"Restoring states from the checkpoint path at {r.tmp / 'rq' / 'hpc_ckpt_1.ckpt'}" in second
-    assert "waiting" not in second and "Trainer.fit` stopped: `max_epochs=3` reached" in second
-    hpc = _ckpt(r.tmp / "rq" / "hpc_ckpt_1.ckpt")
-    assert (hpc["epoch"], hpc["global_step"]) == (0, 4)  # end of epoch 0 (4 steps per epoch)
-    runs = sorted((r.tmp / "rq" / "wandb").glob("offline-run-*"))
-    assert [p.name[-5:] for p in runs] == ["-rq-1", "-rq-1"]  # one offline W&B run id, one folder per attempt
-    a, b = (_ckpt(r.tmp / d / "checkpoints" / "last.ckpt") for d in ("rq", "ref"))
-    assert a["global_step"] == b["global_step"] == 12 and a["state_dict"].keys() == b["state_dict"].keys()
-    diff = {k: (a["state_dict"][k] - b["state_dict"][k]).abs().max().item() for k in a["state_dict"]}
-    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"]), diff
-
-
-def test_requeued_run_tests_and_reports_its_final_weights(requeued):
-    tmp = requeued.tmp
-    assert _text(tmp / "rq" / "metrics.csv") == _text(tmp / "ref" / "metrics.csv")
-
-
 def test_scancel_leaves_a_readable_last_ckpt_and_resume_finishes(slurm_cluster, tmp_path):
     """scancel while the job waits at the end of epoch 1 (SIGTERM, SIGKILL after KillWait): last.ckpt
     holds epoch 0 and loads; a new job in the same run folder resumes from it and finishes."""
@@ -296,3 +266,76 @@ def test_sweep_array_job_table_failure_and_resubmission(slurm_cluster, tmp_path,
 
     out = _sweep(tmp_path, capfd)  # all done: nothing is submitted
     assert "2 points, 2 done, submitting 0" in out and "Submitted" not in out
+
+
+# --- time-limit requeue mid-epoch (jobs submitted when the module started) ----------------------
+
+# UDPNet smoke sizes with 8 training pairs, batch 2: 4 steps per epoch on 1 rank, 2 on 2 ranks; 3 epochs.
+# The first attempt waits mid-epoch 1 for the signal: before global step 5 (2nd of 4), or 2 with 2 ranks (1st of 2).
+REQUEUE = {1: dict(wait_at=5, steps=12, saved=(1, 6, 2)), 2: dict(wait_at=2, steps=6, saved=(1, 3, 1))}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def requeue_jobs(request, tmp_path_factory):
+    """Per rank count (1, and 2-process gloo DDP): a job with ``--time=3 --signal=SIGUSR1@5`` whose
+    first attempt waits mid-epoch until the signal (145-175 s in: late enough that a loaded machine
+    has reached the waiting step), and the same training uninterrupted. Submitted when this module
+    starts (the node has CPUs to spare), so that the wait overlaps the other tests here; the tests
+    that check them come last."""
+    if not any(item.name.startswith("test_time_limit_requeue") for item in request.session.items):
+        return {}  # not selected: no cluster, no jobs
+    cluster = request.getfixturevalue("slurm_cluster")
+    tmp = tmp_path_factory.mktemp("requeue")
+    entry = _entry(tmp)
+    args = [SBATCH, "udpnet.yaml", "profile=smoke", "data.num_train=8", "trainer.max_epochs=3",
+            "trainer.max_steps=-1", "checkpoint.monitor=null", "metrics=[psnr]"]  # test and report on the last weights
+    jobs = {}
+    for ranks, r in REQUEUE.items():
+        d = tmp / f"r{ranks}"
+        d.mkdir()
+        layout = [f"--ntasks-per-node={ranks}", "--gpus-per-node=0", "--cpus-per-task=1"]
+        ref = cluster.sbatch(*layout, "--time=5", "-o", d / "ref.out", *args, cwd=d,
+                             env=_env(MFIF_ENTRY=entry, RUN_DIR=d / "ref"))
+        job = cluster.sbatch(*layout, "--time=3", "--signal=SIGUSR1@5", "-o", d / "rq.out", *args, cwd=d,
+                             env=_env(MFIF_ENTRY=entry, RUN_DIR=d / "rq", WAIT_AT_STEP=r["wait_at"], WANDB_ID=f"rq-{ranks}"))
+        jobs[ranks] = (d, ref, job)
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def requeued(slurm_cluster, requeue_jobs):
+    out = {}
+    for ranks, (d, ref, job) in requeue_jobs.items():
+        rec = slurm_cluster.wait(job, 400)[0]
+        assert slurm_cluster.wait(ref, 120)[0]["JobState"] == "COMPLETED", _text(d / "ref.out")
+        out[ranks] = SimpleNamespace(tmp=d, job=job, rec=rec, log=_text(d / "rq.out"), **REQUEUE[ranks])
+    return out
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_time_limit_requeue_mid_epoch_resumes_with_the_same_weights(requeued, ranks):
+    """The signal is noted and handled at the end of the step (mfif.resume.ExactResume): every rank
+    saves hpc_ckpt_1.ckpt there, rank 0 requeues; attempt 2 resumes mid-epoch in the same run folder
+    and W&B run and ends with exactly the weights of the uninterrupted run (same batches: the
+    loader's position is in the checkpoint; same blind-spot masks: the RNG streams of every rank)."""
+    r = requeued[ranks]
+    job = r.job
+    assert (r.rec["JobState"], r.rec["Restarts"]) == ("COMPLETED", "1"), r.log
+    first, second = r.log.split(f"job {job} attempt 2")
+    assert f"job {job} attempt 1" in first and f"waiting at step {r.wait_at} (rank {ranks - 1})" in first
+    assert first.index(f"waiting at step {r.wait_at}") < first.index("Handling auto-requeue signal"), first
+    assert f"Restoring states from the checkpoint path at {r.tmp / 'rq' / 'hpc_ckpt_1.ckpt'}" in second
+    assert "waiting" not in second and "Trainer.fit` stopped: `max_epochs=3` reached" in second
+    hpc = _ckpt(r.tmp / "rq" / "hpc_ckpt_1.ckpt")
+    epoch, step, batches = r.saved  # mid-epoch: after the step it waited at
+    assert (hpc["epoch"], hpc["global_step"]) == (epoch, step)
+    assert hpc["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": epoch, "batches": batches}]
+    assert len(hpc["callbacks"]["ExactResume"]["rng"]) == ranks  # every rank's RNG stream
+    runs = sorted((r.tmp / "rq" / "wandb").glob("offline-run-*"))
+    assert [p.name[-5:] for p in runs] == [f"-rq-{ranks}"] * 2  # one offline W&B run id, one folder per attempt
+    a, b = (_ckpt(r.tmp / d / "checkpoints" / "last.ckpt") for d in ("rq", "ref"))
+    assert a["global_step"] == b["global_step"] == r.steps and a["state_dict"].keys() == b["state_dict"].keys()
+    diff = {k: (a["state_dict"][k] - b["state_dict"][k]).abs().max().item() for k in a["state_dict"]}
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"]), diff
+    # the test and report that follow the fit use the final weights, as the uninterrupted run's
+    assert _text(r.tmp / "rq" / "metrics.csv") == _text(r.tmp / "ref" / "metrics.csv")

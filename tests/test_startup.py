@@ -28,6 +28,7 @@ def _run(code: str) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_fuse_cli_with_released_weights_imports_no_lightning(shared_dir, tmp_path):
     weights = released_weights(shared_dir, "gacn_official.pkl")
     rng = np.random.default_rng(0)
@@ -47,6 +48,7 @@ def test_fuse_cli_with_released_weights_imports_no_lightning(shared_dir, tmp_pat
     assert Image.open(out).size == (48, 40)
 
 
+@pytest.mark.slow
 def test_fuse_cli_with_a_checkpoint_imports_no_lightning(tmp_path):
     """``--checkpoint``: the stored config and tensors are all fusion needs (item 1 of issue 19)."""
     rng = np.random.default_rng(1)
@@ -81,6 +83,7 @@ def test_fuse_cli_with_a_checkpoint_imports_no_lightning(tmp_path):
     assert Image.open(out).size == (44, 36)
 
 
+@pytest.mark.slow
 def test_fast_exit_flushes_output_and_keeps_the_exit_code(tmp_path):
     """``run_cli(..., fast_exit=True)`` (fuse.py, evaluate.py) skips teardown, not output."""
     code = textwrap.dedent("""
@@ -99,6 +102,7 @@ def test_fast_exit_flushes_output_and_keeps_the_exit_code(tmp_path):
     assert res.stdout == "partial line without newline" and res.stderr == "to stderr\n"
 
 
+@pytest.mark.slow
 def test_inference_only_module_fuses_without_lightning_or_datamodules():
     got = _run(f"""
         import json, sys, torch
@@ -122,6 +126,7 @@ def test_inference_only_module_fuses_without_lightning_or_datamodules():
     assert got["lightning"] is False and got["loaded"] == []
 
 
+@pytest.mark.slow
 def test_training_still_gets_lightning_modules_after_a_light_one():
     got = _run("""
         import json
@@ -140,6 +145,7 @@ def test_training_still_gets_lightning_modules_after_a_light_one():
     assert got == {"lightning": True, "is_lm": True, "hparams": ["cfg"], "metrics": True, "from_ckpt": True}
 
 
+@pytest.mark.slow
 def test_lightning_only_class_attribute_turns_lightning_on():
     got = _run("""
         import json, sys

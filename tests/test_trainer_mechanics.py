@@ -51,16 +51,25 @@ def _final_weights(run_dir: Path) -> dict:
     return torch.load(run_dir / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
 
 
-@pytest.mark.slow
-def test_resume_from_last_matches_uninterrupted(tmp_path):
-    common = ["trainer.max_steps=-1", "checkpoint.monitor=null", "logger.wandb=false", "trainer.deterministic=true"]
+def test_resume_from_last_matches_uninterrupted(tmp_path, capsys):
+    """At an epoch boundary; in this process (the runs only fit the tiny method). Mid-epoch, after
+    SIGTERM and a SLURM requeue: tests/test_resume_exact.py, tests/test_slurm.py."""
+    import tiny_method  # noqa: F401  (registers "tiny")
+    from experiments.run import main
+
+    def fit(run_dir, *overrides) -> str:
+        argv = ["--config", str(ROOT / "tests/configs_tiny.yaml"), *SMOKE, f"run_dir={run_dir}", *overrides]
+        assert main([*argv, "trainer.max_steps=-1", "checkpoint.monitor=null", "logger.wandb=false",
+                     "trainer.deterministic=true"]) == 0
+        return capsys.readouterr().out
+
     full, part = tmp_path / "full", tmp_path / "part"
-    _run(full, *common, "trainer.max_epochs=2")
-    _run(part, *common, "trainer.max_epochs=1")  # "interrupted" after one epoch (4 steps)
+    fit(full, "trainer.max_epochs=2")
+    fit(part, "trainer.max_epochs=1")  # "interrupted" after one epoch (4 steps)
     assert _final_weights(part)["global_step"] == 4
-    r = _run(part, *common, "trainer.max_epochs=2", "ckpt_path=last")
+    out = fit(part, "trainer.max_epochs=2", "ckpt_path=last")
     a, b = _final_weights(full), _final_weights(part)
     assert a["global_step"] == b["global_step"] == 8
-    assert "[epoch 1 step 5" in r.stdout, "resumed run did not continue at step 4 -> 5"
+    assert "[epoch 1 step 5" in out, "resumed run did not continue at step 4 -> 5"
     for k in a["state_dict"]:
         assert torch.allclose(a["state_dict"][k], b["state_dict"][k], atol=1e-7), k

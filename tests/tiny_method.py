@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -15,6 +16,23 @@ from mfif.registry import register_method
 @dataclass
 class TinyConfig(ModelConfig):
     width: int = 4
+    # divergence tests (tests/test_divergence.py): from this step on the loss (or only its
+    # gradient) is NaN, on every rank or only on rank ``nan_rank``
+    nan_at_step: int = -1
+    nan_in: str = "loss"  # loss | gradient
+    nan_rank: int = -1
+
+
+class _NaNGradient(torch.autograd.Function):
+    """Identity forward, NaN backward: a finite loss whose gradient is not."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.full_like(grad, float("nan"))
 
 
 @register_method("tiny", TinyConfig)
@@ -39,6 +57,9 @@ class TinyModule(FusionModule):
 
     def training_step(self, batch, batch_idx):
         loss = self._loss(batch)
+        m = self.cfg.model
+        if 0 <= m.nan_at_step <= self.global_step and m.nan_rank in (-1, self.global_rank):
+            loss = loss * float("nan") if m.nan_in == "loss" else _NaNGradient.apply(loss)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["sources"].shape[0])
         return loss
 

@@ -80,13 +80,22 @@ def balanced_bce_loss(logits: Tensor, target: Tensor) -> Tensor:
 def qg_loss(a: Tensor, b: Tensor, fused: Tensor, soft_k: float = 1000.0, orientation: str = "abs") -> Tensor:
     """``L_Qg = 1 - Q_G`` (Eq. 18) with the soft comparison of Eqs. 12-13 and GACN's constants.
 
+    The zero guards are floors (``guards="floor"`` of :func:`~mfif.metrics.gradient.q_abf`):
+    the toolbox's exact-zero test leaves F's gradient strength free to be 1e-20 on continuous
+    images, where the ratio ``g_S / g_F`` of Eq. 10 and the orientation of Eq. 9 have overflowing
+    derivatives, and the soft blend of Eq. 13 evaluates both ratios everywhere (a weight that
+    underflows to 0 times an infinite derivative is NaN). The released loss (Keep-Passion/GACN
+    ``nets/ga_loss.py``) avoids the singularity differently, by adding 1e-6 to F's x-derivative
+    before taking strength and orientation; the floor bounds every derivative by construction
+    and leaves 8-bit-valued gradients (0 or >= 1/255 per step) as the toolbox guard does.
+
     Shape:
         - a, b, fused: :math:`(B, 1, H, W)` gray in [0, 1]
         - output: scalar
     """
     from mfif.metrics.gradient import GACN_LOSS, q_abf  # training only: keeps torchmetrics off the fuse path
 
-    return 1 - q_abf(a, b, fused, constants=GACN_LOSS, soft_k=soft_k, orientation=orientation).mean()
+    return 1 - q_abf(a, b, fused, constants=GACN_LOSS, soft_k=soft_k, orientation=orientation, guards="floor").mean()
 
 
 def _sobel(x: Tensor) -> tuple[Tensor, Tensor]:

@@ -18,7 +18,9 @@ Where we differ from the paper or the released code (and why):
   square root / ``1/(2r+1)^2`` of Eq. 3 - the released weights expect that scale.
 * the Q_G loss is the project's single Q^AB/F (:func:`mfif.metrics.gradient.q_abf`): Eq. 11 as
   printed (``1 - |a_A - a_F| 2/pi``; the released loss used ``||a_A - a_F| - pi/2| 2/pi``), the
-  toolbox's 1e-5 zero guards (released loss: 1e-6), k = 1000 from Eq. 12 (released default 1e5).
+  toolbox's 1e-5 guards as floors (``qg_loss``: an exact-zero guard lets the backward pass overflow
+  to NaN on near-flat fused images; the released loss adds 1e-6 to F's x-derivative instead),
+  k = 1000 from Eq. 12 (released default 1e5).
 * Eq. 19 divides by ``p^j + 1e-4`` (released); for N = 2 the soft pairwise map is returned by
   both strategies (the argmax of a two-source volume would only drop the guided-filter boundary).
 * EG and ST (Fig. 9) are our formulations of [21] and [19] (see ``loss.py``); Dice sums over the

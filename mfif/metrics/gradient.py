@@ -91,6 +91,20 @@ def _guard(x: Tensor, eps: float) -> Tensor:
     return torch.where(x == 0, x + eps, x)
 
 
+def _floor(x: Tensor, eps: float) -> Tensor:
+    """``x`` moved away from 0 to at least ``eps`` in magnitude, sign kept (0 -> +eps).
+
+    The toolbox's guard (:func:`_guard`) only replaces exact zeros. On 8-bit images at 0..255
+    a Sobel response is an integer, so a nonzero strength is >= 1 and the guard is enough; on the
+    continuous images a loss sees, F's gradient can be 1e-20 without being 0, and then the
+    strength ratio ``g_S / g_F`` (derivative ``g_S / g_F^2``) and the orientation
+    ``atan(g_y / g_x)`` (derivative ``~ 1 / g_F``) overflow in the backward pass; a sigmoid
+    weight that underflows to exactly 0 turns ``0 * inf`` into NaN. With the floor both
+    derivatives stay below ``~1 / eps`` and the floored values pass no gradient.
+    """
+    return torch.where(x.abs() < eps, torch.copysign(torch.full_like(x, eps), x), x)
+
+
 def q_abf(
     a: Tensor,
     b: Tensor,
@@ -103,7 +117,7 @@ def q_abf(
     eps: float = 1e-5,
     alignment: Literal["eq4", "liu"] = "eq4",
     pooling: Literal["global", "pixel"] = "global",
-    guards: Literal["toolbox", "mefb"] = "toolbox",
+    guards: Literal["toolbox", "mefb", "floor"] = "toolbox",
 ) -> Tensor:
     """Q^AB/F edge-information preservation (Xydeas & Petrovic 2000), differentiable.
 
@@ -138,7 +152,11 @@ def q_abf(
             (the original toolbox's ``mean2((Q_AF w_A + Q_BF w_B) ./ (w_A + w_B))``).
         guards: ``"toolbox"`` (the ``1e-5`` zero guards above) or ``"mefb"`` (MEFB/VIFB
             ``metricsQabf.m``: ``conv2`` Sobel, angle ``pi/2`` where ``g_x == 0``, strength
-            ratio ``g_F`` where ``g_S == g_F``, unguarded weights; hard comparison only).
+            ratio ``g_F`` where ``g_S == g_F``, unguarded weights; hard comparison only) or
+            ``"floor"`` (the loss's guards: every guarded quantity - ``g_x`` of the orientation,
+            the strengths in the ratios and weights - is at least ``eps`` in magnitude, so
+            gradients stay finite on flat, saturated and identical images; :func:`_floor`). On
+            8-bit images at 0..255 (integer Sobel responses) ``"floor"`` equals ``"toolbox"``.
 
     Returns:
         Per-image Q^AB/F ``[B]``.
@@ -155,9 +173,9 @@ def q_abf(
     ok = orientation_k if orientation_k is not None else soft_k
     if orientation == "smooth" and ok is None:
         raise ValueError("orientation='smooth' needs orientation_k (or soft_k), Eq. 14")
-    if alignment not in ("eq4", "liu") or pooling not in ("global", "pixel") or guards not in ("toolbox", "mefb"):
+    if alignment not in ("eq4", "liu") or pooling not in ("global", "pixel") or guards not in ("toolbox", "mefb", "floor"):
         raise ValueError(
-            f"alignment/pooling/guards must be eq4|liu, global|pixel, toolbox|mefb; got {alignment}, {pooling}, {guards}"
+            f"alignment/pooling/guards must be eq4|liu, global|pixel, toolbox|mefb|floor; got {alignment}, {pooling}, {guards}"
         )
     if guards == "mefb" and soft_k is not None:
         raise ValueError("guards='mefb' reproduces a metric: use the hard comparison (soft_k=None)")
@@ -171,8 +189,9 @@ def q_abf(
             flat = gx == 0
             angle = torch.atan(gy / torch.where(flat, torch.ones_like(gx), gx))
             return g, torch.where(flat, torch.full_like(gx, math.pi / 2), angle)
-        return g, torch.atan(gy / _guard(gx, eps))  # Eq. 9 with the toolbox's gx guard
+        return g, torch.atan(gy / guard(gx, eps))  # Eq. 9 with the toolbox's gx guard
 
+    guard = _floor if guards == "floor" else _guard
     g_a, al_a = strength_angle(a)
     g_b, al_b = strength_angle(b)
     g_f, al_f = strength_angle(f)
@@ -183,9 +202,9 @@ def q_abf(
             return _mefb_preservation(g_s, al_s - al_f, g_f_cmp, c, alignment), g_s, g_f_cmp
         # Toolbox order: compare with F's strength as it stands, then guard the source,
         # then guard F (the guarded F is what the second source is compared with).
-        g_s_g = _guard(g_s, eps)
+        g_s_g = guard(g_s, eps)
         r_down = g_f_cmp / g_s_g  # used where g_S > g_F
-        g_f_g = _guard(g_f_cmp, eps)
+        g_f_g = guard(g_f_cmp, eps)
         r_up = g_s_g / g_f_g
         if soft_k is None:
             rel = torch.where(g_s > g_f_cmp, r_down, r_up)  # Eq. 10
