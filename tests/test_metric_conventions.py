@@ -50,7 +50,7 @@ def reference(shared_dir):
 
 # ----------------------------------------------------------------------------- registry
 def test_variants_are_registered_apart_from_the_canonical_set():
-    assert len(VARIANTS) == 18
+    assert len(VARIANTS) == 20
     for name in VARIANTS:
         spec = M.metric_spec(name)
         assert spec.kind == "nr" and spec.variant_of in M.NO_REFERENCE_METRICS
@@ -134,6 +134,64 @@ def test_exact_flat_variants_on_constant_images():
     assert float(C.q_c_exact(f, s)[0]) == 1.0
     s2 = torch.stack([f, torch.full_like(f, 40)], 1)  # A == F constant, B another constant
     assert 0.0 <= float(C.q_y_exact(f, s2)[0]) <= 1.0
+
+
+def _np_ssim_yang_sesf(x: np.ndarray, y: np.ndarray, eps: float = 1e-10):
+    """SSIM map of the SESF-Fuse ``metricYang.m`` (7x7 Gaussian 1.5, C = 2e-16, + eps), loop by loop."""
+    r = np.arange(7) - 3
+    w = np.exp(-(r[:, None] ** 2 + r[None] ** 2) / (2 * 1.5**2))
+    w /= w.sum()
+    h, wd = x.shape[0] - 6, x.shape[1] - 6
+    m, vx, vy = np.zeros((h, wd)), np.zeros((h, wd)), np.zeros((h, wd))
+    for i in range(h):
+        for j in range(wd):
+            px, py = x[i : i + 7, j : j + 7], y[i : i + 7, j : j + 7]
+            mx, my = (w * px).sum(), (w * py).sum()
+            sx, sy = (w * px * px).sum() - mx * mx, (w * py * py).sum() - my * my
+            sxy = (w * px * py).sum() - mx * my
+            c = 2e-16
+            m[i, j] = (2 * mx * my + c) * (2 * sxy + c) / ((mx * mx + my * my + c) * (sx + sy + c) + eps)
+            vx[i, j], vy[i, j] = sx, sy
+    return m, vx, vy
+
+
+def test_q_y_sesf_known_values():
+    """GACN's Q_Y (SESF-Fuse evaluation code): images in [0, 1], 1e-10 in the denominators."""
+    f, s = _rand_pair(11, 12, 13)
+    a, b, x = (t[0, 0].numpy().astype(float) / 255 for t in (s[:, 0], s[:, 1], f))
+    m_ab, va, vb = _np_ssim_yang_sesf(a, b)
+    m_af, _, _ = _np_ssim_yang_sesf(a, x)
+    m_bf, _, _ = _np_ssim_yang_sesf(b, x)
+    lam = va / (va + vb + 1e-10)
+    want = np.where(m_ab >= 0.75, lam * m_af + (1 - lam) * m_bf, np.maximum(m_af, m_bf)).mean()
+    assert float(M.build_metric("q_y_sesf_sk").score(f, s)[0]) == pytest.approx(want, rel=1e-9)
+    # Black images: every mean and variance is exactly 0, so SSIM = C^2 / (C^2 + 1e-10) ~ 4e-22
+    # (the exact-flat variant says 1, the canonical toolbox divides rounding noise).
+    z = torch.zeros(1, 1, 16, 16, dtype=torch.uint8)
+    c2 = 2e-16 * 2e-16
+    assert float(C.q_y_sesf(z, torch.stack([z, z], 1))[0]) == pytest.approx(c2 / (c2 + 1e-10), rel=1e-12)
+    assert float(C.q_y_exact(z, torch.stack([z, z], 1))[0]) == 1.0
+    # F = A = B, not flat: SSIM = 1 - 1e-10 / den with den ~ 1e-2, lambda ~ 0.5 -> Q_Y ~ 1 - 1e-8.
+    assert float(C.q_y_sesf(f, torch.stack([f, f], 1))[0]) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_fmi_edge_matlab_uses_matlab_edge_on_unit_gray():
+    from mfif.metrics.edges import matlab_sobel_edges
+    from mfif.metrics.fmi import _fmi_single
+
+    f, s = _rand_pair(12, 20, 22)
+    got = float(M.build_metric("fmi_edge_matlab_sk").score(f, s)[0])
+    a, b, x = (t[:, 0, 0].to(torch.float64) / 255 for t in (s[:, :1], s[:, 1:], f[:, None]))
+    want = _fmi_single(matlab_sobel_edges(a), matlab_sobel_edges(b), matlab_sobel_edges(x))
+    assert got == pytest.approx(float(want[0]), rel=1e-12)
+    # A step between equal columns: MATLAB keeps one edge column, Octave's strict rule none.
+    step = torch.zeros(1, 1, 16, 20, dtype=torch.uint8)
+    step[..., 10:] = 200
+    ramp = (torch.arange(20, dtype=torch.float64) * 12).to(torch.uint8).expand(1, 1, 16, 20)
+    pair = torch.stack([step, ramp], 1)
+    assert float(M.build_metric("fmi_edge_matlab_sk").score(ramp, pair)[0]) != pytest.approx(
+        float(M.build_metric("fmi_edge_sk").score(ramp, pair)[0]), rel=1e-6)
+    assert float(M.build_metric("fmi_edge_matlab_sk").score(f, torch.stack([f, f], 1))[0]) == 1.0  # F = A = B
 
 
 # ----------------------------------------------------------------------------- formulas (NumPy)

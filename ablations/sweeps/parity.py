@@ -20,12 +20,19 @@ every ``rows``/``baselines`` entry with a ``parity`` field is one regenerable pr
   ``OUT/fused/<method>/<dataset>/`` (a rerun only rescores);
 * ``parity: {published: cnn, dataset: lytro}``: the published fused images
   ``DATA/baselines/<dataset>/cnn/<scene>.png``, read as they are;
-* an optional ``scored: mfif_benchmark/SESF`` in either form names the images the paper itself
-  scored when they are not the ones above: X. Zhang's MFIF benchmark (TPAMI 2021, repository
-  xingchenzhang/MFIF, folder ``fused_images``; MSASN's comparison rows). When ``--data`` has
-  ``baselines/mfif_benchmark/`` (that folder's files as published, ``<set>_NN_<METHOD>.jpg``),
-  those images are scored for the row instead, and ``parity.md`` says so; without it the row
-  is regenerated as above (the difference is then the images', ``ablations/README.md``).
+* an optional ``scored: <collection>/<NAME>`` in either form names the images the paper itself
+  scored when they are not the ones above (:data:`SCORED`): ``mfif_benchmark/SESF``, X. Zhang's
+  MFIF benchmark (TPAMI 2021, repository xingchenzhang/MFIF, folder ``fused_images``, files
+  ``<set>_NN_<METHOD>.jpg``; MSASN's comparison rows), or ``ufa_published/lytro``, UFA-Fuse's own
+  published results (ReckonerInheritor/UFA-Fusion ``Code/result/Lytro``, ``color_lytro_NN.png``).
+  When ``--data`` has the collection's folder, those images are scored for the row instead, and
+  ``parity.md`` says so; without it the row is regenerated as above (the difference is then the
+  images', ``ablations/README.md``);
+* ``parity: {scored: ufa_published/lytro, dataset: lytro}`` alone: a row scored only from those
+  images, left out (with a note) when ``--data`` lacks them;
+* ``parity`` may be a list of such entries: the row is regenerated in several ways, each entry
+  after the first with its own ``label`` (UFA-Fuse Table V's "Proposed": the released weights and
+  the authors' published images); an entry's optional ``note`` (one sentence) goes to ``parity.md``.
 
 Each side-file column that is a registered metric (``mfif.metrics``) is a cell: that metric,
 averaged over the dataset's scenes, against the printed value. The column names *are* the
@@ -61,8 +68,15 @@ DATASETS = {
     "grayscale10": ("baselines/grayscale10/sources", "baselines/grayscale10"),
     "gacn_test26": ("gacn_test26", None),
 }
-#: ``scored:`` collections -> folder under ``--data`` (files kept as published, flat)
-SCORED = {"mfif_benchmark": "baselines/mfif_benchmark"}
+#: ``scored: <collection>/<NAME>`` -> (folder under ``--data``, file stem); ``{name}`` is NAME,
+#: ``{scene}`` the scene with ``-`` written ``_`` (our ``lytro-01`` is ``lytro_01`` in both
+#: collections; ``mffw_01``, ``MFI-WHU_01`` are kept). Files are kept as published, any extension.
+SCORED = {
+    # X. Zhang's MFIF benchmark, xingchenzhang/MFIF fused_images/: lytro_01_CNN.jpg
+    "mfif_benchmark": ("baselines/mfif_benchmark", "{scene}_{name}"),
+    # UFA-Fuse's published outputs, ReckonerInheritor/UFA-Fusion Code/result/Lytro/: color_lytro_01.png
+    "ufa_published": ("baselines/ufa_published/{name}", "color_{scene}"),
+}
 TOLERANCES = (0.01, 0.02)  # relative tolerances counted in the summary (issue 15: 1 % and 2 %)
 CSV_HEADER = ["paper", "table", "dataset", "row", "metric", "ours", "printed", "rel_diff"]
 
@@ -87,6 +101,18 @@ class ParityRow:
     overrides: dict = field(default_factory=dict)
     scored: Optional[str] = None  # "<collection>/<METHOD>": the images the paper scored (SCORED)
     use_scored: bool = False  # set by use_scored_images() when --data has them
+    note: Optional[str] = None  # the entry's ``note``: one sentence for parity.md
+
+    @property
+    def available(self) -> bool:
+        """False for a scored-only row whose images are not in ``--data`` (nothing to score)."""
+        return self.use_scored or bool(self.method or self.published)
+
+    @property
+    def scored_folder(self) -> str:
+        """The folder of this row's ``scored`` images under ``--data``."""
+        collection, name = self.scored.split("/")
+        return SCORED[collection][0].format(name=name)
 
     @property
     def source_key(self) -> str:
@@ -121,27 +147,20 @@ def parity_rows(papers: Optional[Sequence[str]] = None, root: Path = ROOT) -> li
                 metrics.append(str(c))
             except KeyError:
                 continue  # time, arank: not a parity cell
+        labels: set = set()
         for r in list(side["rows"]) + list(side.get("baselines") or []):
-            p = r.get("parity")
-            if p is None:
+            entries = r.get("parity")
+            if entries is None:
                 continue
-            where = f"{side_path}: row '{r['label']}': parity"
-            if not isinstance(p, dict) or bool(p.get("method")) == bool(p.get("published")):
-                raise ParityError(f"{where} must be {{method: M, weights: FILE, dataset: D}} or {{published: M, dataset: D}}")
-            if p.get("dataset") not in DATASETS:
-                raise ParityError(f"{where}: dataset '{p.get('dataset')}' is not one of {sorted(DATASETS)}")
-            if p.get("method") and not p.get("weights"):
-                raise ParityError(f"{where}: 'weights' (a file name in --weights) is required with 'method'")
-            if p.get("published") and DATASETS[p["dataset"]][1] is None:
-                raise ParityError(f"{where}: no published images exist for dataset '{p['dataset']}'")
-            scored = p.get("scored")
-            if scored is not None and (not isinstance(scored, str) or scored.count("/") != 1
-                                       or scored.split("/")[0] not in SCORED or not scored.split("/")[1]):
-                raise ParityError(f"{where}: scored must be '<collection>/<METHOD>' with a collection in "
-                                  f"{sorted(SCORED)}, got {scored!r}")
-            found.append(ParityRow(paper, table, str(r["label"]), p["dataset"], metrics, dict(r.get("paper") or {}),
-                                   p.get("method"), p.get("weights"), p.get("published"), dict(p.get("overrides") or {}),
-                                   scored))
+            entries = entries if isinstance(entries, list) else [entries]
+            for k, p in enumerate(entries):
+                where = f"{side_path}: row '{r['label']}': parity" + (f" entry {k + 1}" if len(entries) > 1 else "")
+                row = _parity_entry(p, where, k, str(r["label"]))
+                if row.label in labels:
+                    raise ParityError(f"{where}: label '{row.label}' is used twice in this table; give each entry its own 'label'")
+                labels.add(row.label)
+                row.paper, row.table, row.metrics, row.printed = paper, table, metrics, dict(r.get("paper") or {})
+                found.append(row)
     known = sorted({r.paper for r in found})
     if papers:
         unknown = [p for p in papers if p not in known]
@@ -151,35 +170,65 @@ def parity_rows(papers: Optional[Sequence[str]] = None, root: Path = ROOT) -> li
     return found
 
 
+def _parity_entry(p, where: str, index: int, row_label: str) -> ParityRow:
+    """One ``parity`` entry of a side-file row, checked (paper, table, metrics, printed filled by the caller)."""
+    if not isinstance(p, dict):
+        raise ParityError(f"{where} must be a mapping ({{method: M, weights: FILE, dataset: D}}, "
+                          "{published: M, dataset: D} or {scored: C/NAME, dataset: D}) or a list of them")
+    scored = p.get("scored")
+    if scored is not None and (not isinstance(scored, str) or scored.count("/") != 1
+                               or scored.split("/")[0] not in SCORED or not scored.split("/")[1]):
+        raise ParityError(f"{where}: scored must be '<collection>/<NAME>' with a collection in "
+                          f"{sorted(SCORED)}, got {scored!r}")
+    if p.get("method") and p.get("published") or not (p.get("method") or p.get("published") or scored):
+        raise ParityError(f"{where} must be {{method: M, weights: FILE, dataset: D}}, {{published: M, dataset: D}} "
+                          "or {scored: C/NAME, dataset: D}")
+    if p.get("dataset") not in DATASETS:
+        raise ParityError(f"{where}: dataset '{p.get('dataset')}' is not one of {sorted(DATASETS)}")
+    if p.get("method") and not p.get("weights"):
+        raise ParityError(f"{where}: 'weights' (a file name in --weights) is required with 'method'")
+    if p.get("published") and DATASETS[p["dataset"]][1] is None:
+        raise ParityError(f"{where}: no published images exist for dataset '{p['dataset']}'")
+    if index > 0 and not p.get("label"):
+        raise ParityError(f"{where}: every entry after the first needs its own 'label'")
+    return ParityRow("", "", str(p.get("label") or row_label), p["dataset"], [], {}, p.get("method"), p.get("weights"),
+                     p.get("published"), dict(p.get("overrides") or {}), scored, note=p.get("note"))
+
+
 def use_scored_images(rows: Sequence[ParityRow], data: Path) -> list[str]:
     """Mark the rows whose ``scored`` collection is in ``data``; returns one note per such row."""
     notes = []
     for r in rows:
-        if r.scored and (data / SCORED[r.scored.split("/")[0]]).is_dir():
+        if r.scored and (data / r.scored_folder).is_dir():
             r.use_scored = True
+            collection, name = r.scored.split("/")
+            stem = SCORED[collection][1].format(scene="<scene>", name=name)
+            how = "not regenerated" if r.method or r.published else "the authors' images"
             notes.append(f"{r.paper} {r.table} '{r.label}' ({r.dataset}): scored on the images the paper scored, "
-                         f"{SCORED[r.scored.split('/')[0]]}/*_{r.scored.split('/')[1]}.* (not regenerated)")
+                         f"{r.scored_folder}/{stem}.* ({how})")
     return notes
 
 
-def scored_image(folder: Path, scene: str, method: str) -> Path:
-    """The MFIF-benchmark file of ``scene``: ``<scene>_<METHOD>.<ext>``, the benchmark writing
-    ``lytro_01`` where our scene is ``lytro-01`` (``MFI-WHU_01`` and ``mffw_01`` are kept)."""
-    for stem in dict.fromkeys((scene, scene.replace("-", "_"))):
-        found = sorted(folder.glob(f"{glob.escape(stem)}_{glob.escape(method)}.*"))
+def scored_image(folder: Path, scene: str, name: str, pattern: str = "{scene}_{name}") -> Path:
+    """The published file of ``scene`` in ``folder``: stem ``pattern`` (:data:`SCORED`), any
+    extension, the scene as it is or with ``-`` written ``_`` (``lytro-01`` -> ``lytro_01``)."""
+    for sc in dict.fromkeys((scene, scene.replace("-", "_"))):
+        stem = pattern.format(scene=sc, name=name)
+        found = sorted(folder.glob(f"{glob.escape(stem)}.*"))
         if found:
             return found[0]
-    raise ParityError(f"--data: {folder} has no image {scene.replace('-', '_')}_{method}.* for scene '{scene}'")
+    raise ParityError(f"--data: {folder} has no image {pattern.format(scene=scene.replace('-', '_'), name=name)}.* "
+                      f"for scene '{scene}'")
 
 
 def link_scored(row: ParityRow, scenes: list, data: Path, out_dir: Path) -> None:
     """``out_dir/<scene>.<ext>``: a link to (or, where links fail, a copy of) each scored image."""
     import shutil
 
-    collection, method = row.scored.split("/")
+    collection, name = row.scored.split("/")
     out_dir.mkdir(parents=True, exist_ok=True)
     for s in scenes:
-        src = scored_image(data / SCORED[collection], s.name, method)
+        src = scored_image(data / row.scored_folder, s.name, name, SCORED[collection][1])
         dst = out_dir / f"{s.name}{src.suffix}"
         if dst.is_symlink() or dst.exists():
             dst.unlink()
@@ -205,18 +254,20 @@ def check_inputs(rows: Sequence[ParityRow], data: Path, weights: Path) -> None:
                 raise ParityError(f"--data {data}: missing folder {folder.relative_to(data)} (needed by {r.paper} {r.table} '{r.label}')")
         if r.weights and not r.use_scored and not (weights / r.weights).is_file():
             raise ParityError(f"--weights {weights}: missing file {r.weights} (needed by {r.paper} {r.table} '{r.label}')")
+        if not r.available:  # a scored-only row without its images: nothing to score (run() skips it)
+            continue
         if r.use_scored:  # every scene's scored image, before anything is written
             from mfif.io import BenchmarkError
             from mfif.scenes import discover_scenes
 
-            collection, method = r.scored.split("/")
+            collection, name = r.scored.split("/")
             try:
                 scenes = discover_scenes(data / src)
             except BenchmarkError as e:
                 raise ParityError(f"--data {data}: {e}") from e
             for scene in scenes:
                 if len(scene.sources) == 2:
-                    scored_image(data / SCORED[collection], scene.name, method)
+                    scored_image(data / r.scored_folder, scene.name, name, SCORED[collection][1])
 
 
 class Progress:
@@ -273,6 +324,7 @@ def run(rows: Sequence[ParityRow], data: Path, weights: Path, out: Path,
     from mfif.metrics.evaluation import score_folder
     from mfif.scenes import discover_scenes
 
+    rows = [r for r in rows if r.available]  # scored-only rows whose images --data lacks
     groups: dict[str, list[ParityRow]] = {}
     for r in rows:
         groups.setdefault(r.source_key, []).append(r)
@@ -380,11 +432,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--paper", action="append", help="only this paper's tables (repeatable; default: every paper)")
     p.add_argument("--out", default="runs/parity", help="output folder: parity.csv, parity.md, fused/ cache (default runs/parity)")
     a = p.parse_args(argv)
-    t0 = time.monotonic()
+    t0, c0 = time.monotonic(), time.process_time()
     try:
         rows = parity_rows(a.paper)
         data, weights, out = Path(a.data), Path(a.weights), Path(a.out)
         scored_notes = use_scored_images(rows, data) if data.is_dir() else []
+        absent = [r for r in rows if not r.available]
+        rows = [r for r in rows if r.available]
+        scored_notes += [f"not run ({r.scored_folder} not in --data): {r.paper} {r.table} '{r.label}'" for r in absent]
+        scored_notes += [f"{r.paper} {r.table} '{r.label}': {r.note}" for r in rows if r.note]
         check_inputs(rows, data, weights)
         if out.exists() and not out.is_dir():
             raise ParityError(f"--out {out}: exists and is not a folder")
@@ -409,7 +465,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     csv_path, md_path = write_outputs(cells, out, notes)
     t1, t2 = TOLERANCES
     print(f"{within(cells, t1)} of {len(cells)} cells within {t1:.0%}, {within(cells, t2)} within {t2:.0%} "
-          f"({(time.monotonic() - t0) / 60:.1f} min); wrote {csv_path} and {md_path}")
+          f"({(time.monotonic() - t0) / 60:.1f} min wall, {(time.process_time() - c0) / 60:.1f} CPU-min); "
+          f"wrote {csv_path} and {md_path}")
     return 0
 
 

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from mfif.metrics._base import NoReferenceMetric
 from mfif.metrics._common import mean_over_pairs, normalize1, to_levels, yuliu_gray
+from mfif.metrics.edges import Thinning
 from mfif.metrics.fmi import _fmi_single, fmi_features
 from mfif.metrics.gradient import GACN_LOSS, q_abf
 from mfif.metrics.information import _entropies, _ncie_pair, _tsallis, mutual_info_bits
@@ -51,8 +52,8 @@ LIU_CONSTANTS = GACN_LOSS
 NAVA_Q = 0.43137
 
 __all__ = [
-    "COLOURS", "SKIMAGE_GRAY", "LIU_CONSTANTS", "NAVA_Q", "PAPER_CONVENTIONS",
-    "to_plane", "q_g_zl", "q_g_mefb", "q_te_nava", "q_piella_zl", "q_y_exact", "q_c_exact", "mi_bits",
+    "COLOURS", "SKIMAGE_GRAY", "LIU_CONSTANTS", "NAVA_Q", "SESF_DEN_EPS", "PAPER_CONVENTIONS",
+    "to_plane", "q_g_zl", "q_g_mefb", "q_te_nava", "q_piella_zl", "q_y_exact", "q_y_sesf", "q_c_exact", "mi_bits",
     "q_ncie_colour", "q_cb_colour", "fmi_colour", "avg_forward", "std_channel", "sen_channel", "viff_unit",
     "q_m_unit",
 ]
@@ -192,6 +193,30 @@ def q_y_exact(fused: Tensor, sources: Tensor, colour: Colour = "yuliu_gray") -> 
     return _pairwise(lambda a, b, f: _yang_pair(a, b, f, exact_flat=True), fused, sources, colour)
 
 
+#: The NaN guard of the SESF-Fuse evaluation code (Keep-Passion/SESF-Fuse ``evaluation.py``:
+#: "we add 1e-10 on denominator in each division" of ``metricYang.m`` / ``metricCvejic.m``).
+SESF_DEN_EPS = 1e-10
+
+
+def q_y_sesf(fused: Tensor, sources: Tensor, colour: Colour = "skimage_gray") -> Tensor:
+    """Yang's Q_Y as the SESF-Fuse / GACN evaluation code computes it: images in [0, 1].
+
+    Keep-Passion/SESF-Fuse ``evaluation.py`` converts every image with ``skimage``
+    (``rgb2gray``, i.e. ``img_as_float``: [0, 1]) and calls its copy of Zheng Liu's
+    ``metricYang.m`` through the MATLAB engine, in which ``1e-10`` is added to every SSIM
+    denominator and to lambda's (:data:`SESF_DEN_EPS`); SSIM keeps C1 = C2 = 2e-16 and the 7x7
+    Gaussian window. On [0, 1] images the 1e-10 dominates wherever a window is flat, so SSIM
+    there is ~0 instead of a ratio of rounding noise (the canonical ``q_y``) or 1 (:func:`q_y_exact`).
+    Evidence: GACN Table 1 (Ma et al. 2022, same group and code), GACN row, 0.97769 printed,
+    0.977694 on the authors' published outputs (Keep-Passion/GACN ``data/result``, first
+    commit), 26 pairs; ``q_y_exact`` on skimage gray gives +0.3 % there. Range [0, 1], higher is better.
+
+    Shape:
+        - fused: :math:`(B, C, H, W)`, sources: :math:`(B, N, C, H, W)` -> :math:`(B,)`
+    """
+    return _pairwise(lambda a, b, f: _yang_pair(a, b, f, den_eps=SESF_DEN_EPS), fused, sources, colour, scale=1.0 / 255.0)
+
+
 def q_c_exact(fused: Tensor, sources: Tensor, colour: Colour = "yuliu_gray") -> Tensor:
     """Cvejic's Q_C with flat windows in exact arithmetic (see :func:`q_y_exact`).
 
@@ -245,20 +270,28 @@ def q_cb_colour(fused: Tensor, sources: Tensor, colour: Colour = "skimage_gray")
     return _pairwise(_cb_pair, fused, sources, colour, normalise=True)
 
 
-def fmi_colour(fused: Tensor, sources: Tensor, feature: Literal["edge", "dct"], colour: Colour = "skimage_gray") -> Tensor:
+def fmi_colour(fused: Tensor, sources: Tensor, feature: Literal["edge", "dct"], colour: Colour = "skimage_gray",
+               thinning: Thinning = "octave", unit: bool = False) -> Tensor:
     """The canonical fast-FMI (:func:`~mfif.metrics.fmi.fmi`) on one gray plane, whole image.
 
-    Evidence (``skimage_gray``): GACN Table 1, GACN row, FMI_DCT 0.4058 printed, 0.40592
-    ours; FMI_EDGE 0.897806 printed, 0.89107 ours (-0.75 %: our ``edge`` is Octave's,
-    MATLAB's thins edges along the gradient direction).
+    ``thinning`` picks the edge map of the ``"edge"`` feature (:func:`mfif.metrics.edges.sobel_edges`);
+    ``unit`` scores planes in [0, 1] (``img_as_float``) instead of 0..255 (it only moves MATLAB
+    ``edge``'s 100-eps direction tolerance). Evidence (``skimage_gray``): GACN Table 1, GACN row,
+    FMI_DCT 0.4058 printed, 0.40592 ours (released weights); FMI_EDGE 0.897806 printed, with
+    MATLAB's ``edge`` (``thinning="matlab"``) 0.8978068 on the authors' published outputs
+    (Keep-Passion/GACN ``data/result``), against 0.8911 with Octave's thinning and 0.8826 with
+    ``bwmorph`` thinning. GACN's evaluation code (Keep-Passion/SESF-Fuse ``evaluation.py``) runs
+    ``analysis_fmi.m`` (Haghighat's fast-FMI, ``edge(x)``) in MATLAB on ``rgb2gray`` images.
 
     Shape:
         - fused: :math:`(B, C, H, W)`, sources: :math:`(B, N, C, H, W)` -> :math:`(B,)`
     """
     f, s = _planes(fused, sources, colour)
+    if unit:
+        f, s = f / 255.0, [x / 255.0 for x in s]
     if min(f.shape[-2:]) < 3:
         raise ValueError(f"FMI needs images of at least 3x3 pixels, got {tuple(f.shape[-2:])}")
-    return mean_over_pairs(_fmi_single, fmi_features(f, feature), [fmi_features(x, feature) for x in s])
+    return mean_over_pairs(_fmi_single, fmi_features(f, feature, thinning), [fmi_features(x, feature, thinning) for x in s])
 
 
 def avg_forward(fused: Tensor, sources: Tensor | None = None, colour: Colour = "first_channel") -> Tensor:
@@ -362,7 +395,10 @@ _VARIANTS = {
     "mi_bits_sk": ("mi", mi_bits, "skimage_gray"),
     "q_ncie_sk": ("q_ncie", q_ncie_colour, "skimage_gray"),
     "q_cb_sk": ("q_cb", q_cb_colour, "skimage_gray"),
+    "q_y_sesf_sk": ("q_y", q_y_sesf, "skimage_gray"),
     "fmi_edge_sk": ("fmi_edge", lambda f, s, colour: fmi_colour(f, s, "edge", colour), "skimage_gray"),
+    "fmi_edge_matlab_sk": ("fmi_edge", lambda f, s, colour: fmi_colour(f, s, "edge", colour, "matlab", unit=True),
+                           "skimage_gray"),
     "fmi_dct_sk": ("fmi_dct", lambda f, s, colour: fmi_colour(f, s, "dct", colour), "skimage_gray"),
     "avg_fwd_r": ("avg", avg_forward, "first_channel"),
     "std_r": ("std", std_channel, "first_channel"),
@@ -371,7 +407,7 @@ _VARIANTS = {
     "q_m_unit_r": ("q_m", q_m_unit, "first_channel"),
 }
 for _name, (_canon, _fn, _colour) in _VARIANTS.items():
-    _base = _fn if _name not in ("fmi_edge_sk", "fmi_dct_sk") else fmi_colour
+    _base = fmi_colour if _name.startswith("fmi_") else _fn
     _register(_name, _canon, (lambda fn, c: lambda f, s: fn(f, s, colour=c))(_fn, _colour),
               f"``{_name}``: {(_base.__doc__ or '').strip().splitlines()[0]} Colour: ``{_colour}``.")
 
@@ -379,8 +415,10 @@ for _name, (_canon, _fn, _colour) in _VARIANTS.items():
 #: ``ablations/<paper>/*.paper.yaml`` and the configs' ``metrics:`` use these names.
 PAPER_CONVENTIONS: dict[str, dict[str, str]] = {
     # Ma et al., Neurocomputing 2022, Table 1 / 2, Fig. 8-9 (Sec. 4.3; Zheng Liu's toolbox [45]).
-    "gacn": {"Q_g": "q_g_zl_sk", "Q_y": "q_y_exact_sk", "Q_ncie": "q_ncie_sk", "Q_cb": "q_cb_sk",
-             "FMI_EDGE": "fmi_edge_sk", "FMI_DCT": "fmi_dct_sk"},
+    # Its evaluation code is the group's Keep-Passion/SESF-Fuse evaluation.py (skimage rgb2gray
+    # in [0, 1], the toolbox's .m files in MATLAB; Q_Y with a 1e-10 guard, FMI with MATLAB's edge).
+    "gacn": {"Q_g": "q_g_zl_sk", "Q_y": "q_y_sesf_sk", "Q_ncie": "q_ncie_sk", "Q_cb": "q_cb_sk",
+             "FMI_EDGE": "fmi_edge_matlab_sk", "FMI_DCT": "fmi_dct_sk"},
     # Zhai et al., Tables 1-4, 6-8 (Sec. 4.2.2): Zheng Liu's original toolbox on rgb2gray.
     "msasn": {"Q_NMI": "q_nmi", "Q_G": "q_g_zl", "Q_CB": "q_cb", "Q_TE": "q_te_nava", "Q_SF": "q_sf",
               "Q_Piella": "q_piella_zl"},

@@ -63,7 +63,7 @@ def octave_sobel_edges(x: Tensor) -> Tensor:
     by rounding. This reproduces the Octave reference on all 6 reference triples, where
     the float computation on ``x / 255`` flips 3 pixels of one image.
     MATLAB's ``edge`` thins along the gradient direction instead, so MATLAB and Octave
-    edge maps (and FMI_edge values) differ.
+    edge maps (and FMI_edge values) differ (:func:`mfif.metrics.edges.matlab_sobel_edges`).
 
     Shape:
         - x: :math:`(B, H, W)` -> binary float :math:`(B, H, W)`
@@ -81,13 +81,21 @@ def octave_sobel_edges(x: Tensor) -> Tensor:
     return bw.to(x.dtype)
 
 
-def fmi_features(x: Tensor, feature: Feature) -> Tensor:
-    """Feature image of 0..255 levels ``[B, H, W]`` as in ``FMI(..., feature)``."""
+def fmi_features(x: Tensor, feature: Feature, thinning: str = "octave") -> Tensor:
+    """Feature image of 0..255 levels ``[B, H, W]`` as in ``FMI(..., feature)``.
+
+    ``thinning`` picks the ``edge`` of the ``'edge'`` feature (:func:`mfif.metrics.edges.sobel_edges`):
+    ``"octave"`` (the canonical reference), ``"matlab"``, ``"bwmorph"`` or ``"none"``.
+    """
     if feature == "none":
         return x
     if feature == "dct":
         return dct2(x)
     if feature == "edge":
+        if thinning != "octave":
+            from mfif.metrics.edges import sobel_edges
+
+            return sobel_edges(x, thinning).to(x.dtype)
         # The reference calls edge(x / 255) (Octave's edge() needs [0, 1]); the scale is
         # irrelevant and integer levels keep the computation exact.
         return octave_sobel_edges(x)

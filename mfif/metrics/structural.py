@@ -105,12 +105,15 @@ def _box_stats(a: Tensor, b: Tensor, f: Tensor, window: str = "box8") -> dict[st
     return dict(zip(("a", "b", "f", "aa", "bb", "ff", "fa", "fb"), m.unbind(1)))
 
 
-def _ssim_from(mx: Tensor, my: Tensor, mxx: Tensor, myy: Tensor, mxy: Tensor, c: float, c2: float | None = None) -> Tensor:
+def _ssim_from(mx: Tensor, my: Tensor, mxx: Tensor, myy: Tensor, mxy: Tensor, c: float, c2: float | None = None,
+               den_eps: float = 0.0) -> Tensor:
     # ssim_index.m with C1 = c, C2 = c2 (default c): variances as E[x^2] - mu^2, exactly as MATLAB.
+    # den_eps > 0: "+ 1e-10" added to the denominator (the SESF-Fuse evaluation copy of ssim_yang).
     c2 = c if c2 is None else c2
     mx_sq, my_sq, mxy_ = mx * mx, my * my, mx * my
     sx, sy, sxy = mxx - mx_sq, myy - my_sq, mxy - mxy_
-    return ((2 * mxy_ + c) * (2 * sxy + c2)) / ((mx_sq + my_sq + c) * (sx + sy + c2))
+    den = (mx_sq + my_sq + c) * (sx + sy + c2)
+    return ((2 * mxy_ + c) * (2 * sxy + c2)) / (den + den_eps if den_eps else den)
 
 
 def _piella_terms(a: Tensor, b: Tensor, f: Tensor, window: str = "box8") -> tuple[Tensor, Tensor, Tensor]:
@@ -242,17 +245,23 @@ def q_c(fused: Tensor, sources: Tensor) -> Tensor:
     return mean_over_pairs(_cvejic_pair, f, s)
 
 
-def _yang_pair(a: Tensor, b: Tensor, f: Tensor, exact_flat: bool = False) -> Tensor:
+def _yang_pair(a: Tensor, b: Tensor, f: Tensor, exact_flat: bool = False, den_eps: float = 0.0) -> Tensor:
+    """Q_Y of one source pair. ``den_eps``: the SESF-Fuse evaluation code's NaN guard (``+ den_eps``
+    in every SSIM denominator and in lambda's, Keep-Passion/SESF-Fuse ``metricYang.m``) in place
+    of Yu Liu's (lambda = 0.5 where both variances are 0)."""
     st = _gauss7_stats(a, b, f, exact_flat)
-    m_ab = _ssim_from(st["a"], st["b"], st["aa"], st["bb"], st["ab"], _YANG_C)
-    m_af = _ssim_from(st["a"], st["f"], st["aa"], st["ff"], st["af"], _YANG_C)
-    m_bf = _ssim_from(st["b"], st["f"], st["bb"], st["ff"], st["bf"], _YANG_C)
+    m_ab = _ssim_from(st["a"], st["b"], st["aa"], st["bb"], st["ab"], _YANG_C, den_eps=den_eps)
+    m_af = _ssim_from(st["a"], st["f"], st["aa"], st["ff"], st["af"], _YANG_C, den_eps=den_eps)
+    m_bf = _ssim_from(st["b"], st["f"], st["bb"], st["ff"], st["bf"], _YANG_C, den_eps=den_eps)
     sa = st["aa"] - st["a"] * st["a"]
     sb = st["bb"] - st["b"] * st["b"]
-    both_zero = (sa + sb) == 0
-    sa = torch.where(both_zero, sa + 0.5, sa)  # Yu Liu's NaN guard
-    sb = torch.where(both_zero, sb + 0.5, sb)
-    lam = sa / (sa + sb)
+    if den_eps:
+        lam = sa / (sa + sb + den_eps)
+    else:
+        both_zero = (sa + sb) == 0
+        sa = torch.where(both_zero, sa + 0.5, sa)  # Yu Liu's NaN guard
+        sb = torch.where(both_zero, sb + 0.5, sb)
+        lam = sa / (sa + sb)
     use_weighted = m_ab >= 0.75
     q = torch.where(use_weighted, lam * m_af + (1 - lam) * m_bf, torch.maximum(m_af, m_bf))
     return q.mean((-2, -1))
