@@ -88,40 +88,56 @@ def _runner(method: str, kind: str, weights_dir: Path | None):
     return ours
 
 
-def _serve(conn, method: str, kind: str, weights_dir, threads: int, retain: bool) -> None:
-    """Child process: one side under one allocator setting; answers ``(a, b)`` with timings + outputs."""
+def _fusion_runner(method: str, kind: str, weights_dir):
+    """``fn(a, b) -> {"fused", "map"}`` (numpy) of one inference side, for :func:`_serve`."""
+    fn = _runner(method, kind, weights_dir)
+
+    def run(a, b):
+        fused, dmap = fn(a, b)
+        return {"fused": fused.detach().numpy(), "map": None if dmap is None else dmap.detach().numpy()}
+
+    return run
+
+
+def _serve(conn, factory, factory_args: tuple, threads: int, retain: bool) -> None:
+    """Child process: one side under one allocator setting. ``factory(*factory_args)`` builds the
+    side's ``fn``; each message (a tuple of arrays) is answered with the wall and process-CPU
+    seconds of ``fn(*tensors)`` and the dict it returns (outputs, or its own finer timings)."""
     from mfif.runtime import retain_freed_memory
 
     applied = retain_freed_memory() if retain else False
     torch.set_num_threads(threads)
-    fn = _runner(method, kind, weights_dir)
+    fn = factory(*factory_args)
     conn.send({"allocator": "retained freed memory" if applied else "default allocator",
                "threads": torch.get_num_threads()})
     while (msg := conn.recv()) is not None:
-        a, b = (torch.from_numpy(v) for v in msg)
+        args = [torch.from_numpy(v) for v in msg]
         c0, w0 = time.process_time(), time.perf_counter()
-        fused, dmap = fn(a, b)
+        out = fn(*args)
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-        conn.send({"wall": wall, "cpu": cpu, "fused": fused.detach().numpy(),
-                   "map": None if dmap is None else dmap.detach().numpy()})
+        conn.send({"wall": wall, "cpu": cpu, **out})
 
 
 class Side:
-    """One (method, side, allocator) child process."""
+    """One (method, side, allocator) child process; ``factory``/``factory_args`` replace the
+    inference runner (the training benchmark's sides, ``bench_train.py``)."""
 
-    def __init__(self, method: str, kind: str, allocator: str, weights_dir, threads: int):
+    def __init__(self, method: str, kind: str, allocator: str, weights_dir, threads: int,
+                 factory=None, factory_args: tuple | None = None):
         ctx = mp.get_context("spawn")
         self.kind, self.allocator_requested = kind, allocator
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child, method, kind, weights_dir, threads,
+        if factory is None:
+            factory, factory_args = _fusion_runner, (method, kind, weights_dir)
+        self.proc = ctx.Process(target=_serve, args=(child, factory, factory_args, threads,
                                                      allocator == "retained"), daemon=True)
         self.proc.start()
         self.info = self.conn.recv()
         self.wall: list[float] = []
         self.cpu: list[float] = []
 
-    def run(self, a: torch.Tensor, b: torch.Tensor, record: bool = True) -> dict:
-        self.conn.send((a.numpy(), b.numpy()))
+    def run(self, *tensors: torch.Tensor, record: bool = True) -> dict:
+        self.conn.send(tuple(t.numpy() for t in tensors))
         out = self.conn.recv()
         if record:
             self.wall.append(out["wall"])

@@ -4,7 +4,8 @@ For each config (default: the five papers' configs), in its own process:
 ``experiments/run.py --config <paper>.yaml profile=smoke`` on one GPU with ``bf16-mixed``, EMA on,
 ``channels_last`` and ``torch.compile`` of the inner networks (fit, test, report), then the same on
 2 GPUs with DDP when the machine has two. Prints one row per run: method, devices, training
-steps/s (after ``--warmup`` steps, so compilation is not counted), peak memory, pass/fail.
+steps/s and samples/s (all devices: steps/s x ``data.batch_size`` x devices; after ``--warmup``
+steps, so compilation is not counted), peak memory, pass/fail.
 
 Usage::
 
@@ -47,11 +48,12 @@ def child_overrides(args, run_dir: Path) -> list[str]:
 
 
 class StepTimer:
-    """Lightning callback factory: training steps/s after ``warmup`` steps (the time inside the
-    training steps only: validation, checkpoints and data loading are not counted), peak memory."""
+    """Lightning callback factory: training steps/s and samples/s (``batch_size`` per device) after
+    ``warmup`` steps (the time inside the training steps only: validation, checkpoints and data
+    loading are not counted), peak memory."""
 
     @staticmethod
-    def make(warmup: int, result: Path, cuda: bool):
+    def make(warmup: int, result: Path, cuda: bool, batch_size: int = 1):
         from lightning.pytorch.callbacks import Callback
 
         class _Timer(Callback):
@@ -80,7 +82,8 @@ class StepTimer:
                     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
                 if trainer.is_global_zero:
                     rate = self.steps / secs if self.steps and secs > 0 else float("nan")
-                    result.write_text(json.dumps({"steps_per_s": rate, "timed_steps": self.steps, "peak_mib": peak}))
+                    result.write_text(json.dumps({"steps_per_s": rate, "samples_per_s": rate * batch_size * trainer.world_size,
+                                                  "timed_steps": self.steps, "peak_mib": peak}))
 
         return _Timer()
 
@@ -91,7 +94,7 @@ def child(args) -> int:
     from mfif.config import load_config
 
     cfg = load_config(f"{args.child}.yaml", child_overrides(args, Path(args.run_dir)))
-    timer = StepTimer.make(args.warmup, Path(args.result), cuda=not args.cpu)
+    timer = StepTimer.make(args.warmup, Path(args.result), cuda=not args.cpu, batch_size=int(cfg.data.batch_size))
     run(cfg, callbacks=[timer])
     return 0
 
@@ -103,7 +106,8 @@ def one_run(args, method: str, devices: int, work: Path) -> dict:
            "--run-dir", str(work / f"{method}-{devices}"), "--compile-backend", args.compile_backend,
            *(["--cpu"] if args.cpu else [])]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    row = {"method": method, "devices": devices, "steps_per_s": float("nan"), "peak_mib": float("nan"), "ok": False}
+    row = {"method": method, "devices": devices, "steps_per_s": float("nan"), "samples_per_s": float("nan"),
+           "peak_mib": float("nan"), "ok": False}
     try:
         r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=args.timeout)
         ok, note = r.returncode == 0 and result.is_file(), error_line(r.stderr + r.stdout)
@@ -125,10 +129,11 @@ def error_line(output: str) -> str:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'method':<12} {'devices':>7} {'steps/s':>9} {'peak MiB':>9}  result")
+    print(f"{'method':<12} {'devices':>7} {'steps/s':>9} {'samples/s':>9} {'peak MiB':>9}  result")
     for r in rows:
         note = "pass" if r["ok"] else f"FAIL {r['note']}"
-        print(f"{r['method']:<12} {r['devices']:>7} {r['steps_per_s']:>9.2f} {r['peak_mib']:>9.0f}  {note}", flush=True)
+        print(f"{r['method']:<12} {r['devices']:>7} {r['steps_per_s']:>9.2f} {r['samples_per_s']:>9.1f} "
+              f"{r['peak_mib']:>9.0f}  {note}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

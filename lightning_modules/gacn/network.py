@@ -22,15 +22,45 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mfif.ops.activity import box_sum, neighbour_energy_difference
-from mfif.ops.conv import conv2d_activation, single_output_conv2d
+from mfif.ops.activity import box_sum, neighbour_energy_difference, sf_comparison
+from mfif.ops.conv import conv2d_activation, fast_training, single_output_conv2d
 from mfif.ops.guided_filter import boundary_guided_refinement
+
+#: Training layout of each path on CPU (``fast_training``). oneDNN's NHWC backward convolution
+#: is about 2x slower than NCHW on this AVX2 CPU for the decision path's 64->48 and 48->32
+#: layers (torch 2.13, 16 x 156 x 156), and BatchNorm/elementwise ops are 3-5x slower when the
+#: activation and its gradient have different layouts, so every layer of a path runs in one
+#: layout and the tensors are converted once where the paths meet (README "Training speed").
+FEATURES_TRAINING_LAYOUT = torch.channels_last
+DECISION_TRAINING_LAYOUT = torch.contiguous_format
 
 
 def _needs_grad(x: Tensor) -> bool:
     return torch.is_grad_enabled() and x.requires_grad
+
+
+def _records(x: Tensor, conv: nn.Conv2d) -> bool:
+    """Autograd records this layer: gradients enabled and the input or the weight needs one."""
+    return torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad)
+
+
+def _in_layout(t: Tensor, layout: torch.memory_format) -> Tensor:
+    """``t`` with NCHW or NHWC strides, also for one channel (where ``contiguous`` keeps either)."""
+    if layout == torch.channels_last and t.shape[1] == 1 and t.stride(1) != 1:
+        return t.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    return t.contiguous(memory_format=layout)
+
+
+def _weight_like(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """The conv weight in the layout of ``x`` (training on CPU): oneDNN then runs the whole layer
+    in that layout instead of converting activations and gradients (a copy of a small tensor)."""
+    if not fast_training(x):
+        return conv.weight
+    nhwc = x.is_contiguous(memory_format=torch.channels_last) and (x.stride(1) == 1 or not x.is_contiguous())
+    return conv.weight.contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
 
 
 class ConvReLUBN(nn.Module):
@@ -47,9 +77,10 @@ class ConvReLUBN(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels)
 
     def conv_relu(self, x: Tensor) -> Tensor:
-        """``relu(conv(x))``; without gradient: ReLU fused into the convolution, fast one-output conv."""
-        if _needs_grad(x):
-            return self.relu(self.conv(x))
+        """``relu(conv(x))``; without gradient: ReLU fused into the convolution, fast one-output conv;
+        in training on CPU the weight follows the input's layout (:func:`_weight_like`)."""
+        if _records(x, self.conv):
+            return self.relu(F.conv2d(x, _weight_like(self.conv, x), self.conv.bias, padding=self.conv.padding))
         if self.conv.out_channels == 1:
             return single_output_conv2d(x, self.conv.weight, self.conv.bias, activation="relu")
         return conv2d_activation(x, self.conv.weight, self.conv.bias, padding=1, activation="relu")
@@ -100,10 +131,14 @@ class SpatialSE(nn.Module):
         self.conv = nn.Conv2d(channels, 1, kernel_size, padding=kernel_size // 2, bias=False)
 
     def gate(self, x: Tensor) -> Tensor:
-        """Spatial excitation ``[B, 1, H, W]`` (fast one-output conv when no gradient is needed)."""
-        if _needs_grad(x):
-            return torch.sigmoid(self.conv(x))
-        return single_output_conv2d(x, self.conv.weight, activation="sigmoid")
+        """Spatial excitation ``[B, 1, H, W]``: the split one-output conv (:func:`single_output_conv2d`)
+        without gradient and in training on CPU, where autograd through it is ~3.5x faster than
+        through oneDNN's ``C -> 1`` 7x7 convolution (64 channels, 16 x 156 x 156)."""
+        if not _records(x, self.conv):
+            return single_output_conv2d(x, self.conv.weight, activation="sigmoid")
+        if fast_training(x):
+            return single_output_conv2d(x, _weight_like(self.conv, x), activation="sigmoid")
+        return torch.sigmoid(self.conv(x))
 
     def forward(self, x: Tensor) -> Tensor:
         return x * self.gate(x)
@@ -168,6 +203,8 @@ class DecisionPath(nn.Module):
     def forward(self, x: Tensor, overwrite_input: bool = False) -> Tensor:
         """Pre-sigmoid map; ``overwrite_input`` lets inference reuse the input's memory."""
         if not _fast(self, x):
+            if fast_training(x):
+                x = _in_layout(x, DECISION_TRAINING_LAYOUT)
             for se, block in zip(self.sse, self.blocks):
                 x = block(se(x))
             return self.sse[-1](x)
@@ -218,6 +255,14 @@ class GACNNet(nn.Module):
     energy difference reads the four layers, in cache-sized bands of rows), one separable box
     sum per pair with ``k`` folded in, C -> 1 convolutions split in two
     (:func:`single_output_conv2d`) and in-place BatchNorm / gates when no gradient is needed.
+
+    Training speed on CPU (same math up to float rounding, ``tests/test_train_speed.py``;
+    :func:`mfif.ops.conv.fast_paths` off gives the plain layers): the feature path runs in NHWC and
+    the decision path in NCHW, each conv weight in its input's layout (:func:`_weight_like`); the
+    SF comparison has a hand-written backward (:func:`mfif.ops.activity.sf_comparison`); the sSE
+    gates use the split one-output convolution with autograd. At 16 x 156 x 156 (1 thread) a step
+    takes about half the CPU time of the plain layers, ~70 % of it in convolutions (README,
+    "Training speed").
     """
 
     def __init__(
@@ -253,6 +298,8 @@ class GACNNet(nn.Module):
         path as one batch (same result: BatchNorm uses running statistics); in training each
         source is its own batch, as released (BatchNorm statistics per source)."""
         if self.training:
+            if fast_training(a):
+                a, b = _in_layout(a, FEATURES_TRAINING_LAYOUT), _in_layout(b, FEATURES_TRAINING_LAYOUT)
             return self.features.layers(a), self.features.layers(b)
         n = a.shape[0]
         layers = self.features.layers(torch.cat([a, b], 0))
@@ -266,6 +313,10 @@ class GACNNet(nn.Module):
         the window sum is linear, so ``SF_A - SF_B = box_sum(E_A - E_B)``: one box sum per pair,
         with ``k`` folded into its kernel.
         """
+        groups = [f_a] if isinstance(f_a, Tensor) else list(f_a)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in groups) and fast_training(groups[0]):
+            # training: the same formula with a hand-written backward (mfif.ops.activity.sf_comparison)
+            return sf_comparison(f_a, f_b, self.sf_radius, self.sharpness, self.box_method)
         diff = neighbour_energy_difference(f_a, f_b)
         return box_sum(diff, self.sf_radius, self.box_method, scale=self.sharpness, activation="sigmoid")  # k = 1000
 

@@ -9,6 +9,7 @@
   an optional residual added before the activation (``act(conv(x) + r)``, one fused kernel).
 * :func:`fold_batchnorm` - an eval-mode ``BatchNorm2d`` after a convolution folded into its weights.
 * :func:`fast_inference` - whether a network's inference fast path applies (eval, no gradient, CPU).
+* :func:`fast_training` - whether a network's training fast path applies (CPU, fast paths on).
 
 The inference fast paths of the networks (UFA-Fuse, MSASN, UDPNet, GACN) are built from these:
 NHWC (``channels_last``) activations, activations fused into the convolutions, no autograd, and
@@ -99,8 +100,8 @@ _fast_paths_enabled = True
 
 @contextlib.contextmanager
 def fast_paths(enabled: bool) -> Iterator[None]:
-    """Switch the networks' inference fast paths on or off inside the block (off: the plain
-    PyTorch layers, the reference the fast paths are tested and benchmarked against)."""
+    """Switch the networks' inference and training fast paths on or off inside the block (off: the
+    plain PyTorch layers, the reference the fast paths are tested and benchmarked against)."""
     global _fast_paths_enabled
     before, _fast_paths_enabled = _fast_paths_enabled, bool(enabled)
     try:
@@ -121,6 +122,14 @@ def _can_fuse(x: Tensor, weight: Tensor) -> bool:
     grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     return (_FUSED is not None and _fast_paths_enabled and not grad and x.device.type == "cpu"
             and x.dtype in (torch.float32, torch.bfloat16) and weight.dtype == x.dtype)
+
+
+def fast_training(x: Tensor) -> bool:
+    """Whether the networks' training fast paths apply to ``x``: a CPU tensor and fast paths not
+    switched off (:func:`fast_paths`). They keep the math and change only how it is computed
+    (memory layouts chosen per layer, hand-written backward passes), so results agree with the
+    plain layers up to float rounding; GACN uses them (``lightning_modules/gacn/network.py``)."""
+    return _fast_paths_enabled and x.device.type == "cpu"
 
 
 def fast_inference(module: nn.Module, x: Tensor) -> bool:
