@@ -15,6 +15,7 @@ _MODULES = [
     "unsupervised_pairs",
     "matting_mfif",
     "ufa_trainset",
+    "mf_voc",
 ]
 #: Modules that register a DataModule when imported (read by :mod:`mfif.registry`).
 REGISTERING = [_m for _m in _MODULES if (_HERE / f"{_m}.py").is_file()]

@@ -21,9 +21,9 @@ fixed set, like the papers' pre-generated training sets.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.base import EpochShuffleSampler, FusionDataModule, collate, sample_rng
+from datamodules.base import EpochShuffleSampler, FusionDataModule, ResumableLoader, collate, sample_rng
 from mfif.io import BenchmarkError, ImageReadError, _open, image_size, load_image
 from mfif.config import DataConfig
 from mfif.scenes import keep_valid
@@ -52,6 +52,13 @@ class SyntheticDataConfig(DataConfig):
     resample_each_epoch: bool = False  # new random draws every epoch (online augmentation)
     gpu_synthesis: bool = False  # blur/blend batched on the training device (kornia)
     num_val_samples: Optional[int] = None  # cap the val/test split (None: all of it)
+    # where images and focus masks come from: the paper's set (coco | voc | duts, per generator)
+    # or bsds500 (regions of human segmentations, datamodules/bsds500.py)
+    source: str = "native"
+    bsds_dir: str = "."  # bsds500: the BSDS500 folder, relative to data.root
+    bsds_splits: List[str] = field(default_factory=lambda: ["train", "val", "test"])  # bsds500: splits read
+    region_area: List[float] = field(default_factory=lambda: [0.07, 0.60])  # bsds500: GACN Sec. 4.1.1's 20k-170k px at COCO size (bsds500.py)
+    region_union_p: float = 0.5  # bsds500: chance of trying a union of touching regions first (ours)
 
 
 # ----------------------------------------------------------------------------- files
@@ -208,29 +215,43 @@ def epoch_train_loader(dm: FusionDataModule) -> DataLoader:
     ds, cfg = dm.datasets["train"], dm.cfg
     bs = int(cfg.batch_size)
     sampler = EpochOffsetSampler(len(ds), cfg.seed, dm, offset=bool(getattr(cfg, "resample_each_epoch", False)))
-    return DataLoader(ds, batch_size=bs, sampler=sampler, num_workers=int(cfg.num_workers), collate_fn=collate,
-                      persistent_workers=int(cfg.num_workers) > 0, drop_last=len(ds) > bs)
+    return ResumableLoader(ds, batch_size=bs, sampler=sampler, num_workers=int(cfg.num_workers), collate_fn=collate,
+                           persistent_workers=int(cfg.num_workers) > 0, drop_last=len(ds) > bs)
 
 
 class GeneratorDataModule(FusionDataModule):
     """FusionDataModule for :class:`SyntheticDataset` subclasses (set ``dataset_cls``)."""
 
     dataset_cls: type = SyntheticDataset
+    native_source: str = "native"  # the value of data.source that reads the paper's own data set
 
     def __init__(self, cfg):
         super().__init__(cfg)
         self._splits: Optional[dict[str, list]] = None
         self.skipped: list[tuple[str, str]] = []
+        self.no_region: list[str] = []  # bsds500: image ids dropped for want of an admissible region
 
     def list_pairs(self) -> list[Pair]:
-        """All candidate pairs of ``cfg.root`` in a fixed order."""
+        """All candidate pairs of ``cfg.root`` in the paper's own layout, in a fixed order."""
         raise NotImplementedError
+
+    def candidate_pairs(self) -> list[Pair]:
+        """:meth:`list_pairs`, or with ``data.source=bsds500`` images + chosen BSDS500 regions."""
+        source = str(getattr(self.cfg, "source", self.native_source))
+        if source in (self.native_source, "native"):
+            return self.list_pairs()
+        if source != "bsds500":
+            raise ValueError(f"data.source must be {self.native_source} or bsds500, got '{source}'")
+        from datamodules.bsds500 import bsds500_pairs
+
+        pairs, self.no_region = bsds500_pairs(self.cfg, Pair)
+        return pairs
 
     def splits(self) -> dict[str, list]:
         if self._splits is None:
             if not self.cfg.root:
                 raise ValueError(f"data.root must point to the dataset folder for data.name={self.cfg.name}")
-            pairs, self.skipped = validate_pairs(self.list_pairs(), bool(self.cfg.skip_invalid))
+            pairs, self.skipped = validate_pairs(self.candidate_pairs(), bool(self.cfg.skip_invalid))
             if not pairs:
                 raise BenchmarkError(f"no valid image/mask pairs under {self.cfg.root}")
             self._splits = split_items(pairs, self.cfg.seed, self.cfg.val_fraction, self.cfg.subset_size)
@@ -255,6 +276,34 @@ class GeneratorDataModule(FusionDataModule):
         if module is not None and is_overridden("on_after_batch_transfer", module):
             batch = module.on_after_batch_transfer(batch, dataloader_idx)  # Lightning calls only ours
         return batch
+
+
+class EpochConcat(Dataset):
+    """Training sets one after the other, each repeated ``times`` per epoch with fresh draws.
+
+    Every part maps an index to ``(index % len, epoch = index // len)`` (:class:`SyntheticDataset`,
+    the UFA sample set); so does this concatenation, and repeat ``r`` of a part in epoch ``e``
+    reads that part's epoch ``e * times + r``: repeats are new random draws (level, flip, crop),
+    not copies. Items keep only ``keys`` (the keys every part has).
+    """
+
+    def __init__(self, parts: Sequence[tuple[Dataset, int]], keys: Sequence[str]):
+        if not parts or any(int(t) < 1 or len(d) == 0 for d, t in parts):
+            raise ValueError("EpochConcat needs non-empty parts, each repeated at least once")
+        self.parts = [(d, int(t)) for d, t in parts]
+        self.keys = tuple(keys)
+        self.ends = np.cumsum([len(d) * t for d, t in self.parts]).tolist()
+
+    def __len__(self) -> int:
+        return int(self.ends[-1])
+
+    def __getitem__(self, index: int) -> dict:
+        epoch, i = divmod(int(index), len(self))
+        k = next(j for j, end in enumerate(self.ends) if i < end)
+        part, times = self.parts[k]
+        r, local = divmod(i - (self.ends[k - 1] if k else 0), len(part))
+        item = part[(epoch * times + r) * len(part) + local]
+        return {key: item[key] for key in self.keys}
 
 
 def blend(sharp: Tensor, blurred: Tensor, weight: Tensor) -> Tensor:

@@ -32,6 +32,12 @@ Implementation choices (documented deviations):
   sees real context (a +-2 px offset source is cut from the shifted window of the same image).
 * val/test samples are not augmented (``augment_val``); crop position and blur radius stay random
   (seeded per index).
+
+``data.source=bsds500`` (no COCO copy here): images and masks come from BSDS500 instead,
+``data.root / data.bsds_dir`` in the layout of :mod:`datamodules.bsds500`, one region or union of
+touching regions per image covering 7-60 % of it (Sec. 4.1.1's 20,000-170,000 px scaled from COCO
+to the image, ``data.region_area``); the per-sample steps above are unchanged (the 481x321 images
+are resized to 256 x 256 like COCO's).
 """
 from __future__ import annotations
 
@@ -50,6 +56,7 @@ from torch import Tensor
 
 from datamodules._augment import apply_aligned, rotate_flip
 from datamodules._blur import gaussian_blur
+from datamodules.bsds500 import mask_of
 from datamodules._synth import GeneratorDataModule, Pair, SyntheticDataConfig, SyntheticDataset, blend, read_image, resize_mask
 from mfif.io import BenchmarkError
 from mfif.registry import register_datamodule
@@ -57,6 +64,7 @@ from mfif.registry import register_datamodule
 
 @dataclass
 class COCODefocusConfig(SyntheticDataConfig):
+    source: str = "coco"  # Sec. 4.1.1: COCO 2014 instances | bsds500 (BSDS500 regions, see the module docstring)
     annotation_file: str = "annotations/instances_train2014.json"  # relative to data.root (COCO 2014, Sec. 4.1.1)
     image_dir: str = "train2014"  # relative to data.root
     min_area: float = 20000.0  # Sec. 4.1.1: foreground between 20,000 ...
@@ -148,7 +156,7 @@ class COCODefocusDataset(SyntheticDataset):
         cfg, pair = self.cfg, self.pairs[index]
         s, p, m = int(cfg.image_size), int(cfg.patch_size), int(cfg.offset_max)
         img = read_image(pair.image, s, cfg.gray, Image.BILINEAR)
-        mask = resize_mask(coco_mask(pair.mask), s)
+        mask = resize_mask(mask_of(pair.mask, coco_mask), s)
         aug = self.augment
         angle = int(rng.integers(0, 360 // cfg.rotation_step)) * cfg.rotation_step if aug and cfg.rotation_step else 0
         if aug:  # albumentations, seeded from this sample's rng (datamodules._augment)
@@ -204,6 +212,7 @@ class COCODefocusDataModule(GeneratorDataModule):
     """GACN's defocus-spread pairs from a COCO-layout folder (``data.root``)."""
 
     dataset_cls = COCODefocusDataset
+    native_source = "coco"
 
     def list_pairs(self) -> list[Pair]:
         from pycocotools.coco import COCO

@@ -16,6 +16,12 @@ Choices the paper leaves open (documented deviations):
   (``0.3 * ((k - 1) / 2 - 1) + 0.8`` = 1.1, 1.7, 2.6 px); set ``kernel_sigmas`` to override.
 * the void (255) band around objects counts as foreground (``void_as_foreground``).
 * train/val split ratio is not given: ``val_fraction`` 0.1 of the 2900.
+
+``data.source=bsds500`` (no VOC2012 masks here): images and masks come from BSDS500,
+``data.root / data.bsds_dir`` in the layout of :mod:`datamodules.bsds500`, one region or union of
+touching regions per image (7-60 % of it, ``data.region_area``) standing in for the VOC object
+mask; resizing and the three Gaussian levels are unchanged. BSDS500 has 500 images, so
+``subset_size`` (2900) takes them all.
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ from torch import Tensor
 
 from datamodules._augment import apply_aligned, crop_flip
 from datamodules._blur import gaussian_blur, opencv_sigma
+from datamodules.bsds500 import mask_of
 from datamodules._synth import (
     GeneratorDataModule,
     Pair,
@@ -47,6 +54,7 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
 @dataclass
 class GaussianVOCConfig(SyntheticDataConfig):
+    source: str = "voc"  # Sec. 4.1.1: VOC2012 images + masks | bsds500 (BSDS500 regions, module docstring)
     subset_size: Optional[int] = 2900  # Sec. 4.1.1: "randomly selected 2900 images"
     image_size: int = 256  # Sec. 4.1.1: resized to 256 x 256
     patch_size: int = 256  # random crop after resizing (= image_size: no crop)
@@ -110,7 +118,7 @@ class GaussianVOCDataset(SyntheticDataset):
         else:
             pair, level = self.pairs[index], int(rng.integers(len(self.levels)))
         img = read_image(pair.image, cfg.image_size, cfg.gray, Image.BILINEAR)
-        mask = resize_mask(voc_mask(pair.mask, cfg.void_as_foreground), cfg.image_size)
+        mask = resize_mask(mask_of(pair.mask, lambda m: voc_mask(m, cfg.void_as_foreground)), cfg.image_size)
         (img,), mask = apply_aligned(crop_flip(int(cfg.patch_size), bool(cfg.hflip)), rng, [img], mask)
         k, sigma = self.levels[level]
         return {"gt": img.contiguous(), "mask": mask.contiguous(), "_radius": torch.tensor(k // 2),
@@ -129,6 +137,7 @@ class GaussianVOCDataModule(GeneratorDataModule):
     """MSASN's Gaussian multi-level pairs from a VOC2012-layout folder (``data.root``)."""
 
     dataset_cls = GaussianVOCDataset
+    native_source = "voc"
 
     def _voc_root(self) -> Path:
         root = Path(self.cfg.root)

@@ -25,24 +25,40 @@ Deviation: the released sample set (``ufa_trainset``) looks blurred at native re
 the 256 x 256 resize; here images are resized first and blurred at 256 x 256 so a batch can be
 blurred at once (optionally on the GPU). Filter sizes are integers drawn uniformly within the
 interval, inclusive; even sizes use ``cv2.blur``'s anchor (see :mod:`datamodules._blur`).
+
+``data.source=bsds500`` (no DUTS copy here): images and focus maps come from BSDS500,
+``data.root / data.bsds_dir`` in the layout of :mod:`datamodules.bsds500`: one region or union of
+touching regions per image (7-60 % of it, ``data.region_area``) stands in for the thresholded
+saliency label of step (ii); steps (i) and (iii) are unchanged.
+
+``data.ufa_trainset_dir`` (relative to ``data.root``) adds the released sample set
+(ReckonerInheritor/UFA-Fusion ``Code/DataSet/TrainSet``, :mod:`datamodules.ufa_trainset`: 18
+scenes, 4 levels, blurred by the authors) to the *training* split: an epoch is the generated
+train pairs followed by ``data.ufa_trainset_repeat`` passes over its scenes, each drawing a
+level and flip anew as the released loader does (:class:`datamodules._synth.EpochConcat`).
+Validation stays on generated pairs. Sizes follow ``image_size``/``patch_size``/``hflip``; the
+released triplets carry no focus mask, so training items keep ``sources``, ``gt``, ``name``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from datamodules._augment import apply_aligned, crop_flip
 from datamodules._blur import box_blur
+from datamodules.bsds500 import mask_of
 from datamodules._synth import (
     GeneratorDataModule,
     Pair,
     SyntheticDataConfig,
+    EpochConcat,
     SyntheticDataset,
     crop_origin,
     read_image,
@@ -56,6 +72,7 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 
 @dataclass
 class MeanFilterDUTSConfig(SyntheticDataConfig):
+    source: str = "duts"  # Sec. III-C: DUTS images + saliency labels | bsds500 (module docstring)
     image_dir: str = "DUTS-TR-Image"  # relative to data.root
     mask_dir: str = "DUTS-TR-Mask"
     image_size: int = 256  # Sec. IV-A: 256 x 256 training images
@@ -67,6 +84,8 @@ class MeanFilterDUTSConfig(SyntheticDataConfig):
     mask_threshold: float = 0.5  # Sec. III-C (ii): saliency label -> binary focus map
     hflip: bool = True  # official loader: random horizontal flip
     val_fraction: float = 0.05  # not given in the paper
+    ufa_trainset_dir: Optional[str] = None  # + the released sample set (relative to data.root) in training
+    ufa_trainset_repeat: int = 1  # passes over its scenes per epoch (each a new level/flip draw)
 
 
 def eq11_pair(source: Tensor, blurred: Tensor, focus: Tensor) -> tuple[Tensor, Tensor]:
@@ -114,8 +133,8 @@ class MeanFilterDUTSDataset(SyntheticDataset):
         lo, hi = self.intervals[group]
         size = int(rng.integers(lo, hi + 1))
         img = read_image(pair.image, cfg.image_size, cfg.gray, Image.BICUBIC)
-        label = load_image(pair.mask, gray=True)[0].numpy()
-        mask = resize_mask(saliency_to_focus(label, cfg.mask_threshold), cfg.image_size)
+        focus = mask_of(pair.mask, lambda m: saliency_to_focus(load_image(m, gray=True)[0].numpy(), cfg.mask_threshold))
+        mask = resize_mask(focus, cfg.image_size)
         (img,), mask = apply_aligned(crop_flip(int(cfg.patch_size), bool(cfg.hflip)), rng, [img], mask)
         return {"gt": img.contiguous(), "mask": mask.contiguous(), "_size": torch.tensor(size),
                 "name": f"{pair.name}_m{size}"}
@@ -127,11 +146,40 @@ class MeanFilterDUTSDataset(SyntheticDataset):
         return {"sources": torch.stack([near, far], 1), "gt": gt, "mask": mask, "name": batch["name"]}
 
 
+def released_trainset(cfg) -> Dataset:
+    """Every scene of ``data.root / data.ufa_trainset_dir`` as a training set, one random level per sample."""
+    from datamodules.ufa_trainset import UFATrainsetConfig, UFATrainsetDataModule, UFATrainsetDataset
+
+    ucfg = UFATrainsetConfig(
+        name="ufa_trainset", root=str(Path(cfg.root) / cfg.ufa_trainset_dir), image_size=int(cfg.image_size),
+        patch_size=int(cfg.patch_size), hflip=bool(cfg.hflip), gray=bool(cfg.gray), seed=int(cfg.seed),
+        num_sources=int(cfg.num_sources), skip_invalid=bool(cfg.skip_invalid), random_level=True,
+        val_fraction=0.0, resample_each_epoch=bool(cfg.resample_each_epoch))
+    if not Path(ucfg.root).is_dir():
+        raise FileNotFoundError(f"data.ufa_trainset_dir: {ucfg.root} is not a folder")
+    return UFATrainsetDataset(ucfg, "train", UFATrainsetDataModule(ucfg).splits()["train"])
+
+
 @register_datamodule("mean_filter_duts", MeanFilterDUTSConfig)
 class MeanFilterDUTSDataModule(GeneratorDataModule):
     """UFA-Fuse's mean-filter Eq. 11 pairs from a DUTS-layout folder (``data.root``)."""
 
     dataset_cls = MeanFilterDUTSDataset
+    native_source = "duts"
+
+    def build_dataset(self, split: str) -> Dataset:
+        """The generated split; ``train`` joined by the released sample set when ``ufa_trainset_dir`` is set."""
+        ds = super().build_dataset(split)
+        cfg = self.cfg
+        if split != "train" or not cfg.ufa_trainset_dir:
+            return ds
+        if cfg.gpu_synthesis:
+            raise ValueError("data.ufa_trainset_dir needs data.gpu_synthesis=false (the released "
+                             "pairs are images, not recipes to blur on the device)")
+        if int(cfg.ufa_trainset_repeat) < 1:
+            raise ValueError(f"data.ufa_trainset_repeat must be >= 1, got {cfg.ufa_trainset_repeat}")
+        released = released_trainset(cfg)
+        return EpochConcat([(ds, 1), (released, int(cfg.ufa_trainset_repeat))], keys=("sources", "gt", "name"))
 
     def list_pairs(self) -> list[Pair]:
         root = Path(self.cfg.root)

@@ -401,7 +401,8 @@ def make_pairs(root: Path, n=4, size=(40, 36)) -> Path:
 
 def test_unsupervised_pairs_identical_crop_and_flip(tmp_path):
     root = make_pairs(tmp_path / "p")
-    dm = dm_for("unsupervised_pairs", root=str(root), patch_size=16, num_patches=12, holdout_scenes=1, batch_size=4)
+    dm = dm_for("unsupervised_pairs", root=str(root), patch_size=16, num_patches=12, holdout_scenes=1, batch_size=4,
+                split="last", patch_stride=None)
     dm.setup("fit")
     ds = dm.datasets["train"]
     assert len(ds) == 12 and [s.name for s in dm.scene_split()["val"]] == ["pair03"]
@@ -413,7 +414,7 @@ def test_unsupervised_pairs_identical_crop_and_flip(tmp_path):
     val = dm.datasets["val"][0]
     assert val["sources"].shape == (2, 1, 36, 40)  # the whole held-out scene
     with pytest.raises(ValueError, match="holdout_scenes"):
-        dm_for("unsupervised_pairs", root=str(root), holdout_scenes=4).setup("fit")
+        dm_for("unsupervised_pairs", root=str(root), holdout_scenes=4, split="last").setup("fit")
 
 
 def test_unsupervised_pairs_colour_to_y(tmp_path):
@@ -422,7 +423,8 @@ def test_unsupervised_pairs_colour_to_y(tmp_path):
     for i in range(2):
         for k in "AB":
             Image.fromarray(texture(30, 30, i)).save(root / f"s{i}_{k}.jpg")
-    dm = dm_for("unsupervised_pairs", root=str(root), patch_size=20, num_patches=3, holdout_scenes=1)
+    dm = dm_for("unsupervised_pairs", root=str(root), patch_size=20, num_patches=3, holdout_scenes=1, split="last",
+                patch_stride=None)
     dm.setup("fit")
     assert dm.datasets["train"][0]["sources"].shape == (2, 1, 20, 20)
     assert dm.datasets["val"][0]["sources"].shape == (2, 3, 30, 30)

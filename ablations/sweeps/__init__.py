@@ -9,6 +9,9 @@ Map (imports run downwards only): :mod:`.errors` (``SweepError``) and :mod:`.poi
 points of a sweep here; :mod:`.sweep` is the ``mfif-sweep`` CLI (local, SLURM array, W&B export);
 :mod:`.plots` draws the swept-setting curves; :mod:`.tables` (``mfif-tables``) builds Markdown/LaTeX
 tables beside the printed values and logs them to W&B; :mod:`.parity` (``mfif-parity``) regenerates
-printed rows from released weights and published images. The scripts ``ablations/sweep.py``,
-``tables.py`` and ``parity.py`` are the same commands run by path.
+printed rows from released weights and published images; :mod:`.trained` (``mfif-trained``) trains
+each paper with its cpu profile and scores it beside those yardsticks (the per-paper table in
+:mod:`.trained_specs`, scoring in :mod:`.trained_scoring`, outputs and the report in
+:mod:`.trained_report`, sweeps on the trained models in :mod:`.trained_studies`). The scripts
+``ablations/sweep.py``, ``tables.py``, ``parity.py`` and ``trained.py`` are the same commands run by path.
 """

@@ -9,7 +9,8 @@ A side file with a ``plot`` key is also drawn as a figure next to its tables
 
 ``x`` is an override key of the rows (numbers are sorted) or ``label``; ``series`` splits the
 rows into lines by another key; ``metrics`` defaults to the table's columns, else every metric
-our runs have. Missing values leave gaps. :func:`ablations.sweeps.tables.log_tables_to_wandb` puts the
+our runs have. Missing values leave gaps; a panel's title carries Kendall's tau of our ordering
+against the printed one where the table has it (:func:`ablations.sweeps.tables.shape_comparison`). :func:`ablations.sweeps.tables.log_tables_to_wandb` puts the
 figures and the tables (one ``wandb.Table`` each) into one W&B run (``ablations/tables.py --wandb``).
 """
 from __future__ import annotations
@@ -81,6 +82,9 @@ def draw_curves(table, side: dict, png: Path) -> Optional[Path]:
         key = table.keys.get(m)
         if key is not None and key(1.0) < key(0.0):  # as ablations/tables.py: lower, or an ideal value
             notes[m] = "lower is better" if key(-1.0) > key(0.0) else "closest to the ideal value is best"
+        shape = (getattr(table, "shape", None) or {}).get(m)
+        if shape and shape["tau"] is not None:  # tables.shape_comparison: ordering of ours vs printed
+            notes[m] = f"{notes[m] + '; ' if m in notes else ''}Kendall τ {shape['tau']:.2f}"
     fig = curve_figure(xs, series, metrics, title=table.title, xlabel=str(spec.get("xlabel") or spec["x"]),
                        panel_notes=notes)
     buf = io.BytesIO()

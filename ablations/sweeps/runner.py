@@ -53,6 +53,11 @@ class Job:
     on_done: Optional[Callable[[float], None]] = None  # called once the point succeeded (writes DONE)
     on_start: Optional[Callable[[], Optional[str]]] = None  # under the lock, before the start: a reason to skip, or None
     note: str = ""  # shown when the point starts (e.g. "resuming from last.ckpt")
+    log: Optional[Path] = None  # stdout + stderr of every attempt (default: run_dir/log.txt)
+
+    @property
+    def log_path(self) -> Path:
+        return Path(self.log) if self.log is not None else self.run_dir / "log.txt"
 
 
 @dataclass
@@ -211,7 +216,7 @@ def run_jobs(jobs: Sequence[Job], workers: int = 1, grace: float = 20.0, say: Ca
         lock = PointLock(job.run_dir)
         if not lock.acquire():
             who = lock.previous
-            results[job.key] = Result(job.key, "locked", None, 0.0, job.run_dir / "log.txt",
+            results[job.key] = Result(job.key, "locked", None, 0.0, job.log_path,
                                       f"running in PID {who.get('pid', '?')} on {who.get('host', '?')} "
                                       f"since {who.get('started', '?')} ({job.run_dir / LOCK})")
             say(f"[{len(results)}/{n}] {job.key}: skipped, {results[job.key].note}")
@@ -219,13 +224,13 @@ def run_jobs(jobs: Sequence[Job], workers: int = 1, grace: float = 20.0, say: Ca
         reason = job.on_start() if job.on_start is not None else None
         if reason:  # e.g. another runner finished it meanwhile
             lock.release()
-            results[job.key] = Result(job.key, "skipped", None, 0.0, job.run_dir / "log.txt", reason)
+            results[job.key] = Result(job.key, "skipped", None, 0.0, job.log_path, reason)
             say(f"[{len(results)}/{n}] {job.key}: skipped, {reason}")
             return
         old = lock.previous.get("pid")
         if old and (lock.previous.get("host") != socket.gethostname() or not pid_alive(int(old))):
             say(f"{job.key}: taking over the stale lock of PID {old} on {lock.previous.get('host', '?')} (not running)")
-        log = open(job.run_dir / "log.txt", "a")
+        log = open(job.log_path, "a")
         log.write(f"\n$ {shlex.join(job.argv)}\n")
         log.flush()
         try:
@@ -234,11 +239,11 @@ def run_jobs(jobs: Sequence[Job], workers: int = 1, grace: float = 20.0, say: Ca
         except OSError as e:  # e.g. the interpreter or program is not executable
             log.close()
             lock.release()
-            results[job.key] = Result(job.key, "failed", None, 0.0, job.run_dir / "log.txt", f"cannot start: {e}")
+            results[job.key] = Result(job.key, "failed", None, 0.0, job.log_path, f"cannot start: {e}")
             say(f"[{len(results)}/{n}] {job.key}: failed, cannot start: {e}")
             return
         running[job.key] = (job, proc, time.monotonic(), lock, log)
-        say(f"start {job.key} (pid {proc.pid}){' ' + job.note if job.note else ''}; log {job.run_dir / 'log.txt'}")
+        say(f"start {job.key} (pid {proc.pid}){' ' + job.note if job.note else ''}; log {job.log_path}")
 
     def finish(key: str, rc: int) -> None:
         job, proc, t0, lock, log = running.pop(key)
@@ -255,9 +260,9 @@ def run_jobs(jobs: Sequence[Job], workers: int = 1, grace: float = 20.0, say: Ca
             if status == "done" and job.on_done is not None:
                 job.on_done(secs)
         lock.release()
-        results[key] = Result(key, status, rc, secs, job.run_dir / "log.txt", note)
+        results[key] = Result(key, status, rc, secs, job.log_path, note)
         finished_times.append(secs)
-        why = "" if status == "done" else f" (exit {rc}{', ' + note if note else ''}; see {job.run_dir / 'log.txt'})"
+        why = "" if status == "done" else f" (exit {rc}{', ' + note if note else ''}; see {job.log_path})"
         say(f"[{len(results)}/{n}] {key}: {status} in {duration(secs)}{why} "
             f"(elapsed {duration(time.monotonic() - t_start)}{eta() if stop.signum is None else ''})")
 
@@ -282,7 +287,7 @@ def run_jobs(jobs: Sequence[Job], workers: int = 1, grace: float = 20.0, say: Ca
                 log.close()
                 lock.release()
     for job in queue:
-        results[job.key] = Result(job.key, "not started", None, 0.0, job.run_dir / "log.txt",
+        results[job.key] = Result(job.key, "not started", None, 0.0, job.log_path,
                                   "the sweep was stopped before it started")
     return [results[j.key] for j in jobs], stop.signum
 

@@ -14,6 +14,12 @@ per column is bold (direction from the metric registry; rows carrying a ``datase
 within their dataset). ``arank`` (a column, or ``arank: true``) is the average rank over the
 table's metrics (rank 1 = best, ties share the mean rank), recomputed from our values with the
 paper-only rows ranked by their printed values. A missing run or value is shown as "–", never 0.
+
+Shape (issue 24, item 4): where a table has at least three rows of ours with both values of a
+metric (a swept setting: threshold, window, variant), the table also says where the best value
+sits, ours against printed, and Kendall's tau (``scipy.stats.kendalltau``, tau-b) between our
+ordering of those rows and the printed one: 1 = the same order, -1 = reversed. Absolute levels
+may differ (budget, data); the shape is what a sweep is meant to reproduce.
 """
 from __future__ import annotations
 
@@ -54,6 +60,7 @@ class Table:
     notes: list = field(default_factory=list)
     decimals: dict = field(default_factory=dict)
     keys: dict = field(default_factory=dict)  # metric -> key where larger is better
+    shape: dict = field(default_factory=dict)  # metric -> shape_comparison() entry
 
 
 def _num(v) -> Optional[float]:
@@ -115,6 +122,50 @@ def add_arank(rows: list, metrics: list, keys: dict) -> None:
                 r.ours[ARANK] = sum(pm[i] for pm in per_metric) / len(metrics)
 
 
+def shape_comparison(rows: list, metrics: list, keys: dict, ours_key: Callable = lambda r: r.ours,
+                     min_rows: int = 3) -> dict:
+    """Best position and Kendall's tau of our values against the printed ones, per metric.
+
+    Args:
+        rows: table rows; only rows of ours (``ours`` not None) with both values of a metric count,
+            and only when they share one ``group`` (a dataset: orders across datasets mean nothing).
+        keys: ``{metric: key}`` where a larger key is better (:func:`direction`).
+        ours_key: where a row's values of ours are (tests pass ``r.paper`` to compare a table with itself).
+        min_rows: fewer rows with both values give no entry.
+
+    Returns:
+        ``{metric: {"best_ours": [labels], "best_printed": [labels], "tau": float or None, "n": rows}}``;
+        ``tau`` is None when either ordering is constant.
+    """
+    from scipy.stats import kendalltau
+
+    out = {}
+    for m in metrics:
+        both = [(r, _num(ours_key(r).get(m)), _num(r.paper.get(m))) for r in rows if r.ours is not None]
+        both = [(r, keys[m](o), keys[m](p)) for r, o, p in both if o is not None and p is not None]
+        if len(both) < min_rows or len({r.group for r, _, _ in both}) != 1:
+            continue
+        tau = kendalltau([o for _, o, _ in both], [p for _, _, p in both]).statistic
+        out[m] = {"best_ours": [r.label for r, o, _ in both if o == max(x for _, x, _ in both)],
+                  "best_printed": [r.label for r, _, p in both if p == max(x for _, _, x in both)],
+                  "tau": None if tau is None or not math.isfinite(tau) else float(tau), "n": len(both)}
+    return out
+
+
+def shape_markdown(shape: dict) -> list:
+    """The shape comparison as Markdown lines (empty without entries)."""
+    from mfif.io import markdown_table
+
+    if not shape:
+        return []
+    body = [[m, ", ".join(s["best_ours"]), ", ".join(s["best_printed"]),
+             "yes" if set(s["best_ours"]) & set(s["best_printed"]) else "no",
+             f"{s['tau']:.2f} ({s['n']})" if s["tau"] is not None else f"– ({s['n']})"] for m, s in shape.items()]
+    return ["", "Shape, ours against printed (rows with both values): where the best value sits, and Kendall's "
+            "tau between the two orderings (1: same order, -1: reversed).", "",
+            *markdown_table(["metric", "best (ours)", "best (printed)", "same best", "Kendall τ (rows)"], body).rstrip("\n").split("\n")]
+
+
 def build_table(side: dict, results: Optional[dict], source_note: str = "", shared: Optional[dict] = None) -> Table:
     """Assemble the rows of a side file with ``results`` ({point id: {metric: value}}; None = no sweep).
 
@@ -160,7 +211,7 @@ def build_table(side: dict, results: Optional[dict], source_note: str = "", shar
     notes += [f"Lower is better: {', '.join(lower)}."] if lower else []
     notes += [f"Closest to the ideal value is best: {', '.join(ideal)}."] if ideal else []
     title = str(side.get("citation") or side["path"]).strip().rstrip(".")
-    return Table(title, metrics, has_arank, rows, notes, dec, keys)
+    return Table(title, metrics, has_arank, rows, notes, dec, keys, shape_comparison(rows, metrics, keys))
 
 
 def _best(rows: list, col: str, which: str, key: Callable) -> set:
@@ -203,6 +254,7 @@ def to_markdown(table: Table) -> str:
     out += ["| " + " | ".join(line) + " |" for line in esc]
     out += ["", "Δ = ours − paper; best per column in bold; " + MISSING + " = no run or not reported."]
     out += [f"- {n}" for n in dict.fromkeys(table.notes)]
+    out += shape_markdown(table.shape)
     return "\n".join(out) + "\n"
 
 

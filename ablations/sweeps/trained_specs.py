@@ -1,0 +1,150 @@
+"""What ``ablations/trained.py`` runs per paper: ONE table of stages, data mapping, test set and yardsticks.
+
+Fill in a paper here and nowhere else. Every override value may use ``{data}`` (the ``--data``
+folder) and ``{ckpt:<stage>}`` (the checkpoint an earlier stage selected: its best
+``checkpoint.monitor`` checkpoint, else its final ``last.ckpt``). A value naming ``{data}/...``
+must exist before anything runs (bad input: one line, exit 2).
+
+Data mapping (issue 24, item 1): the ``profiles: cpu:`` of each ``experiments/configs/<paper>.yaml``
+chooses the DataModule, its ``data.source`` and the sub-folders relative to ``data.root``
+(``data.bsds_dir: train/bsds500``, ``data.ufa_trainset_dir: ufa_trainset``); this table gives it
+the folders and lists the sub-folders that must exist (``needs``):
+
+* GACN: BSDS500 regions (``data.root`` = ``--data``), tested on the 26 pairs of Table 1 (``data.benchmark``);
+* MSASN: BSDS500 regions, tested on Lytro (Table 2);
+* UFA-Fuse: BSDS500 regions + ``ufa_trainset/``, tested on Lytro (Table V);
+* UDPNet: Lytro with its own train/test split (``data.root``; the DataModule holds out the 10 test
+  pairs of ``data.split``), tested on those pairs with Table III's columns;
+* VAEEDOF: two stages, the fallback VAE (``vaeedof_vae``) then the fusion U-Net on it
+  (``model.vae_checkpoint``), on MF-VOC (``data.root``; the ``mf_voc`` DataModule's fixed held-out
+  list is the test set), scored by the run's own report (no folder of test scenes: ``dataset: None``).
+
+The paper's training samples (epochs x training-set size) give the fraction of the paper's
+training a cpu run saw (issue 24, item 6).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training run of a paper: ``experiments/run.py --config <config> profile=P <overrides> run_dir=DIR/<paper>/<name>``."""
+
+    name: str  # run folder under DIR/<paper>/ ("run" for the model that is scored)
+    config: str  # a config of experiments/configs/ or a YAML path
+    overrides: tuple = ()  # key=value, with {data} and {ckpt:<stage>}
+
+
+@dataclass(frozen=True)
+class PaperSpec:
+    """A paper's cpu-trained model and the table it is scored in."""
+
+    stages: tuple  # Stage, in order; the last one is the scored model
+    table: str  # side file ablations/<paper>/<table>.paper.yaml (the paper's columns and printed rows)
+    row: str  # label of the paper's own row in that side file
+    main: str  # the main column: each model must beat init and average on it
+    dataset: Optional[str]  # ablations.sweeps.parity.DATASETS key of the test scenes (None: the DataModule's own test set)
+    paper_samples: int  # epochs x training-set size of the paper
+    samples_note: str  # where paper_samples comes from (section)
+    needs: tuple = ()  # folders under --data the profile reads (relative to data.root = --data)
+    notes: tuple = ()  # printed under the paper's table in trained.md
+
+
+PAPERS: dict = {
+    "gacn": PaperSpec(
+        stages=(Stage("run", "gacn.yaml", ("data.root={data}", "data.benchmark={data}/gacn_test26")),),
+        needs=("train/bsds500",),
+        table="table1", row="GACN", main="q_g_zl_sk", dataset="gacn_test26",
+        # Sec. 4.1.1: 5,786 single-instance images split 7:3 -> 4,050 training images; Sec. 4.2: 50 epochs
+        paper_samples=4050 * 50, samples_note="Sec. 4.1.1-4.2: 4,050 training images (5,786 x 0.7) x 50 epochs"),
+    "msasn": PaperSpec(
+        stages=(Stage("run", "msasn.yaml", ("data.root={data}", "data.benchmark={data}/lytro")),),
+        needs=("train/bsds500",),
+        table="table2", row="ours", main="q_g_zl", dataset="lytro",
+        # Sec. 4.1.1: 2,900 VOC images x 3 Gaussian kernel sizes; Sec. 4.1.3: at most 200 epochs
+        # (early stopping, patience 6, so an upper bound; the train/val split is not given: all counted)
+        paper_samples=2900 * 3 * 200, samples_note="Sec. 4.1.1, 4.1.3: 2,900 images x 3 blur levels x 200 epochs "
+                                                   "(an upper bound: early stopping with patience 6)"),
+    "ufafuse": PaperSpec(
+        stages=(Stage("run", "ufafuse.yaml", ("data.root={data}", "data.benchmark={data}/lytro")),),
+        needs=("train/bsds500", "ufa_trainset"),
+        table="table5", row="Proposed", main="q_g_mefb_r", dataset="lytro",
+        # Sec. IV-A: "trained by using the generated dataset, which consists of 84424 images", 300 epochs
+        paper_samples=84424 * 300, samples_note="Sec. IV-A: 84,424 images x 300 epochs"),
+    "udpnet": PaperSpec(
+        stages=(Stage("run", "udpnet.yaml", ("data.root={data}/lytro",)),),
+        table="table3", row="UDPNet (Lytro)", main="q_g_zl", dataset="lytro",
+        # Sec. IV-A: 66,264 Lytro patch pairs of 60 x 60; implementation details: 200 epochs
+        paper_samples=66264 * 200, samples_note="Sec. IV-A: 66,264 patch pairs x 200 epochs",
+        notes=("Tested on the Lytro pairs the DataModule holds out (UDPNet Sec. IV-A: 10 test pairs); the "
+               "yardsticks are scored on the same pairs, so they differ from their 20-pair parity values.",)),
+    "vaeedof": PaperSpec(
+        stages=(Stage("vae", "vaeedof_vae.yaml", ("data.root={data}/train/mf_voc",)),
+                Stage("run", "vaeedof.yaml", ("data.root={data}/train/mf_voc", "model.vae_checkpoint={ckpt:vae}"))),
+        table="table1", row="VAEEDOF", main="psnr", dataset=None,
+        # Sec. 3: 180,000 steps at a global batch of 32 (the paper's VAE is pretrained: stage 1 is ours)
+        paper_samples=180000 * 32, samples_note="Sec. 3: 180,000 steps x global batch 32 (fusion stage)",
+        notes=("Held-out MF-VOC triplets stand in for the MattingMFIF test renders of Table 1 (not available "
+               "here); the VAE is trained here (stage 1) because the SD3-distilled TAESD weights are not.",)),
+}
+
+
+@dataclass(frozen=True)
+class Study:
+    """A sweep run on the trained model (``post``: ``mode=test`` of its checkpoint) or at the cpu
+    budget (``train``: each point trains with the paper's cpu profile and ``--budget``)."""
+
+    paper: str
+    sweep: str  # ablations/<paper>/<file>
+    kind: str  # post | train
+    overrides: tuple = ()  # extra key=value for every point (after the stage's data mapping)
+    note: str = ""
+    test_set: str = ""  # "mf_voc": test on the held-out MF-VOC triplets (full reference) instead
+
+
+STUDIES: dict = {
+    # MSASN Table 8: the segmentation threshold acts at inference only (Eq. 8)
+    "table8": Study("msasn", "table8.yaml", "post"),
+    # UDPNet Fig. 7: the refiner's masks supervise G during training (Eq. 13) and opening/closing
+    # build no predictor F, so the blind-spot checkpoint does not load into those models: a
+    # training sweep, not a post-processing one
+    "fig7": Study("udpnet", "fig7.yaml", "train",
+                  note="training sweep: the refiner supervises G (Eq. 13), and opening/closing models have no F"),
+    "table6": Study("msasn", "table6.yaml", "train"),
+    # UDPNet Table IV is full-reference on Real-MFF (not here): the held-out MF-VOC triplets stand in
+    "udpnet_table4": Study("udpnet", "table4.yaml", "train", ("metrics=[psnr,ssim]",), test_set="mf_voc",
+                           note="tested on the held-out MF-VOC triplets (datamodules.mf_voc.HELDOUT_IDS) in place "
+                                "of Real-MFF, which is not available here; LPIPS left out (no weight file here)"),
+    "ufafuse_table4": Study("ufafuse", "table4.yaml", "train"),
+}
+
+_CKPT = re.compile(r"\{ckpt:([A-Za-z0-9_-]+)\}")
+
+
+def expand(value: str, data: Path, ckpts: Optional[dict] = None) -> str:
+    """``value`` with ``{data}`` and ``{ckpt:<stage>}`` filled in.
+
+    Raises:
+        KeyError: a ``{ckpt:<stage>}`` whose stage has no checkpoint in ``ckpts``.
+    """
+    out = value.replace("{data}", str(data))
+    return _CKPT.sub(lambda m: str((ckpts or {})[m.group(1)]), out)
+
+
+def data_paths(spec: PaperSpec, data: Path) -> list:
+    """``(key, path)`` of every override naming a folder under ``--data`` (checked before anything runs)."""
+    found = []
+    for st in spec.stages:
+        for o in st.overrides:
+            key, _, val = o.partition("=")
+            if val.startswith("{data}"):
+                found.append((key, Path(expand(val, data))))
+    return found
+
+
+def needs_checkpoint(o: str) -> bool:
+    return bool(_CKPT.search(o))
