@@ -67,6 +67,12 @@ class WaitInFirstAttempt(L.Callback):
 
 
 if __name__ == "__main__":
+    if not FIRST and os.environ.get("LIMIT_AFTER_REQUEUE") and os.environ.get("SLURM_PROCID", "0") == "0":
+        # the 3-minute limit is for the first attempt (it waits for the signal); a loaded machine may
+        # need longer for the rest, and a second requeue would test nothing new
+        import subprocess
+        subprocess.run(["scontrol", "update", f"JobId={os.environ['SLURM_JOB_ID']}",
+                        f"TimeLimit={os.environ['LIMIT_AFTER_REQUEUE']}"], check=False)
     if os.path.exists(os.environ.get("FAIL_IF", "/nonexistent")) and "model.width=3" in sys.argv:
         sys.exit("injected failure for model.width=3")
     _run = R.run
@@ -279,7 +285,8 @@ REQUEUE = {1: dict(wait_at=5, steps=12, saved=(1, 6, 2)), 2: dict(wait_at=2, ste
 def requeue_jobs(request, tmp_path_factory):
     """Per rank count (1, and 2-process gloo DDP): a job with ``--time=3 --signal=SIGUSR1@5`` whose
     first attempt waits mid-epoch until the signal (145-175 s in: late enough that a loaded machine
-    has reached the waiting step), and the same training uninterrupted. Submitted when this module
+    has reached the waiting step; attempt 2 raises its own limit to 10 min, so a slow machine cannot
+    requeue it a second time), and the same training uninterrupted. Submitted when this module
     starts (the node has CPUs to spare), so that the wait overlaps the other tests here; the tests
     that check them come last."""
     if not any(item.name.startswith("test_time_limit_requeue") for item in request.session.items):
@@ -297,7 +304,8 @@ def requeue_jobs(request, tmp_path_factory):
         ref = cluster.sbatch(*layout, "--time=5", "-o", d / "ref.out", *args, cwd=d,
                              env=_env(MFIF_ENTRY=entry, RUN_DIR=d / "ref"))
         job = cluster.sbatch(*layout, "--time=3", "--signal=SIGUSR1@5", "-o", d / "rq.out", *args, cwd=d,
-                             env=_env(MFIF_ENTRY=entry, RUN_DIR=d / "rq", WAIT_AT_STEP=r["wait_at"], WANDB_ID=f"rq-{ranks}"))
+                             env=_env(MFIF_ENTRY=entry, RUN_DIR=d / "rq", WAIT_AT_STEP=r["wait_at"], WANDB_ID=f"rq-{ranks}",
+                                      LIMIT_AFTER_REQUEUE=10))
         jobs[ranks] = (d, ref, job)
     return jobs
 

@@ -191,3 +191,18 @@ def test_ddp_bench_cli_errors(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--batch", "1"])
     assert e.value.code == 2 and "--batch >= 2 (it is split over 2 processes)" in capsys.readouterr().err
+
+
+def test_a_benchmark_side_whose_process_dies_raises_instead_of_hanging():
+    # the side's factory fails in the child (here int("x"): ValueError), as VAEEDOF's did when a
+    # metric's weight file was missing; the parent must not wait for an answer forever
+    from experiments.benchmarks.bench_inference import Side
+
+    with pytest.raises(RuntimeError, match="bare side process exited with code 1"):
+        Side("gacn", "bare", "default", None, 1, factory=int, factory_args=("x",))
+
+
+def test_vaeedof_benchmark_config_needs_no_weight_files():
+    from experiments.benchmarks.bench_train import run_config
+
+    assert list(run_config("vaeedof", "paper").metrics) == ["psnr", "ssim"]

@@ -132,20 +132,33 @@ class Side:
         self.proc = ctx.Process(target=_serve, args=(child, factory, factory_args, threads,
                                                      allocator == "retained"), daemon=True)
         self.proc.start()
-        self.info = self.conn.recv()
+        child.close()  # the child's end lives in the child only: recv() then fails when the child dies
+        self.info = self._recv()
         self.wall: list[float] = []
         self.cpu: list[float] = []
 
     def run(self, *tensors: torch.Tensor, record: bool = True) -> dict:
         self.conn.send(tuple(t.numpy() for t in tensors))
-        out = self.conn.recv()
+        out = self._recv()
         if record:
             self.wall.append(out["wall"])
             self.cpu.append(out["cpu"])
         return out
 
+    def _recv(self):
+        """The child's next answer; a child that died (its traceback is on stderr) raises instead of hanging."""
+        try:
+            return self.conn.recv()
+        except EOFError:
+            self.proc.join(timeout=10)
+            raise RuntimeError(f"{self.kind} side process exited with code {self.proc.exitcode} "
+                               "(its traceback is printed above)") from None
+
     def close(self) -> None:
-        self.conn.send(None)
+        try:
+            self.conn.send(None)
+        except (BrokenPipeError, OSError):  # the child is already gone
+            pass
         self.proc.join(timeout=60)
 
 

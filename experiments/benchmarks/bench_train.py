@@ -58,8 +58,10 @@ def run_config(paper: str, size: str, overrides: list[str] = ()):
     from mfif.config import load_config
 
     profile = ["profile=cpu"] if size == "cpu" else []
-    # VAEEDOF refuses a random frozen VAE outside tests; its weights do not change the cost of a step
-    vae = ["model.allow_random_vae=true"] if paper == "vaeedof" else []
+    # VAEEDOF refuses a random frozen VAE outside tests; its weights do not change the cost of a step.
+    # Its paper metrics (DISTS, PieAPP, LPIPS) need weight files and run only in validation/test,
+    # never in a training step: the benchmark builds the module with PSNR/SSIM instead
+    vae = ["model.allow_random_vae=true", "metrics=[psnr,ssim]"] if paper == "vaeedof" else []
     return load_config(f"{paper}.yaml", [*profile, *vae, "trainer.accelerator=cpu", "trainer.devices=1",
                                          "trainer.strategy=auto", "trainer.progress=none", *overrides])
 
