@@ -175,7 +175,7 @@ def test_report_collects_every_paper_with_its_figures(tmp_path):
     assert "+20.00% on `q_g`" in text
     # what is not in the record is named with its command, not left out silently
     assert "**Not run here yet**" in text and f"--out {out} --paper gacn`" in text
-    assert f"--paper msasn --study table8`" in text
+    assert "--paper msasn --study table8`" in text
     with pytest.raises(trained_report.ReportError, match="no <paper>/trained.json"):
         trained_report.build_report(tmp_path / "empty", tmp_path / "r.md")
 
