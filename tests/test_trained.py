@@ -154,7 +154,9 @@ def test_report_collects_every_paper_with_its_figures(tmp_path):
     rec = {"paper": "tiny", "table": "table1", "dataset": "lytro", "row": "tiny", "main": "q_g", "metrics": ["q_g"],
            "unscored": [], "profile": "cpu", "budget": 1.0, "paper_samples": 100, "samples_note": "Sec. 1",
            "notes": ["a note"], "citation": "Tiny", "studies": {},
-           "stages": [{"stage": "run", "config": "tiny.yaml", "command": "python run.py", "seed": 3, "seconds": 120.0,
+           "data": "/d/data", "weights": "/d/w", "out": str(tmp_path / "out"),
+           "stages": [{"stage": "run", "config": "tiny.yaml", "command": f"/opt/venv/bin/python3 {ROOT}/experiments/run.py data.root=/d/data "
+                                  f"data.weights=/d/w/x.pkl run_dir={tmp_path}/out/tiny/run", "seed": 3, "seconds": 120.0,
                        "steps": 10, "resumed_from_step": 0, "batch_size": 2, "reused": False}],
            "cells": [{"row": "cpu", "metric": "q_g", "ours": 0.6, "printed": 0.5},
                      {"row": "init", "metric": "q_g", "ours": 0.2, "printed": None},
@@ -173,8 +175,11 @@ def test_report_collects_every_paper_with_its_figures(tmp_path):
     # 0.6 beats init 0.2 but not the average 0.65: said in the summary and under the table
     assert "**does not beat** average (0.6500)" in text and "| **no** |" in text
     assert "+20.00% on `q_g`" in text
+    # the machine's folders become the placeholders the header defines (the report is committed)
+    assert "`python experiments/run.py data.root=DATA data.weights=WEIGHTS/x.pkl run_dir=OUT/tiny/run`" in text
+    assert "/d/" not in text and str(tmp_path) not in text and str(ROOT) not in text
     # what is not in the record is named with its command, not left out silently
-    assert "**Not run here yet**" in text and f"--out {out} --paper gacn`" in text
+    assert "**Not run here yet**" in text and "--out OUT --paper gacn`" in text
     assert "--paper msasn --study table8`" in text
     with pytest.raises(trained_report.ReportError, match="no <paper>/trained.json"):
         trained_report.build_report(tmp_path / "empty", tmp_path / "r.md")

@@ -218,6 +218,8 @@ def run_paper(paper: str, checked: tuple, args, out: Path, root: Path, say: Call
            "stages": stages, "paper_samples": spec.paper_samples, "samples_note": spec.samples_note,
            "fraction_of_paper_samples": stages[-1]["samples"] / spec.paper_samples,
            "notes": notes, "citation": str(side.get("citation") or "").strip(),
+           # the folders the commands name; the report prints them as DATA/WEIGHTS/OUT
+           "data": str(data.resolve()), "weights": str(weights.resolve()), "out": str(out.resolve()),
            "seconds_total": round(time.monotonic() - t0, 1), "cells": cells}
     old = out / paper / "trained.json"
     if old.is_file():  # studies of earlier calls stay in the record

@@ -69,6 +69,29 @@ def stage_figures(st: dict) -> dict:
     return {"steps": steps, "steps_per_s": rate, "samples": steps * int(st["batch_size"])}
 
 
+def portable(cmd: str, rec: dict) -> str:
+    """A recorded command as the report prints it: ``python``, repository-relative scripts, ``DATA``/``WEIGHTS``/``OUT``.
+
+    The records keep the absolute folders of the machine that trained (a rerun compares its settings
+    against them); the committed report names no machine's folders, only the placeholders its
+    header defines (the folders of the ``--data``/``--weights``/``--out`` options).
+    """
+    import shlex
+
+    from ablations.sweeps.grid import ROOT
+
+    subs = [(rec.get(k), v) for k, v in (("data", "DATA"), ("weights", "WEIGHTS"), ("out", "OUT"))]
+    subs = sorted([(str(a).rstrip("/"), b) for a, b in subs if a] + [(str(ROOT) + "/", "")], key=lambda t: -len(t[0]))
+    words = shlex.split(cmd)
+    if words and Path(words[0]).name.startswith("python"):
+        words[0] = "python"  # the interpreter of the machine that trained (a venv path)
+    for i, w in enumerate(words[1:], 1):
+        for a, b in subs:
+            w = w.replace(a, b)
+        words[i] = w
+    return shlex.join(words)
+
+
 def training_lines(rec: dict) -> list:
     """Command, seed, wall time, steps, steps/s, samples seen per stage, and the fraction of the paper's samples."""
     lines = []
@@ -76,7 +99,7 @@ def training_lines(rec: dict) -> list:
         fig = stage_figures(st)
         resumed = f" (resumed at step {st['resumed_from_step']})" if st.get("resumed_from_step") else ""
         reused = "; reused, trained by an earlier call" if st.get("reused") else ""
-        lines += [f"- stage `{st['stage']}`: `{st['command']}`",
+        lines += [f"- stage `{st['stage']}`: `{portable(st['command'], rec)}`",
                   f"  seed {st['seed']}, wall {_minutes(st.get('seconds'))} (training, test and report{reused}), "
                   f"{fig['steps']} steps{resumed}, {_f(fig['steps_per_s'], 3)} steps/s, "
                   f"{fig['samples']:,} samples seen (batch {st['batch_size']})"]
@@ -111,7 +134,7 @@ def paper_markdown(rec: dict, images: str = "", level: int = 2) -> str:
         lines.append(f"- not scored (metric weight files missing): {', '.join(rec['unscored'])}")
     lines += ["", f"![learning curve of {rec['paper']}]({images}{CURVE if not images else 'curve.png'})", ""]
     for name, st in (rec.get("studies") or {}).items():
-        lines += [f"{h}# {rec['paper']}: study {name} ({st['kind']})", "", f"`{st['command']}`", ""]
+        lines += [f"{h}# {rec['paper']}: study {name} ({st['kind']})", "", f"`{portable(st['command'], rec)}`", ""]
         lines += [f"- {st['note']}"] if st.get("note") else []
         lines += [st.get("table_md") or "(no table)", ""]
         if st.get("png"):
@@ -212,13 +235,23 @@ def not_run_lines(recs: list, out: Path) -> list:
     studies = [n for n in STUDIES if n not in done]
     if not papers and not studies:
         return []
-    cmd = "python ablations/trained.py --data DATA --weights WEIGHTS --out " + str(out)
+    cmd = "python ablations/trained.py --data DATA --weights WEIGHTS --out OUT"
     lines = ["**Not run here yet** (each cpu run costs 30-60 min of this 2-core machine; the commands exist "
              "and are tested on fixtures):", ""]
     lines += [f"- {p}: `{cmd} --paper {p}`" for p in papers]
     lines += [f"- {n} ({STUDIES[n].paper} {STUDIES[n].sweep}, {STUDIES[n].kind}): "
               f"`{cmd} --paper {STUDIES[n].paper} --study {n}`" for n in studies]
     return lines + [""]
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it (the report names no machine's folders)."""
+    from ablations.sweeps.grid import ROOT
+
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return Path(path).name
 
 
 def build_report(out: Path, report: Path) -> Path:
@@ -242,9 +275,10 @@ def build_report(out: Path, report: Path) -> Path:
     head = ["paper", "table", "main", "cpu", "init", "average", "released", "printed", "beats both", "steps",
             "steps/s", "of paper's samples", "wall"]
     lines = ["# Trained here: every paper's model trained from scratch on this machine", "",
-             f"Generated {_dt.date.today().isoformat()} by `python ablations/trained.py --out {out} --report {report}` "
+             f"Generated {_dt.date.today().isoformat()} by `python ablations/trained.py --out OUT --report {_shown(report)}` "
              "from the records the training command wrote; checkpoints are not committed, the command recreates "
-             "them (`make trained DATA=... WEIGHTS=...`).", "",
+             "them (`make trained DATA=... WEIGHTS=...`). In the commands below `DATA`, `WEIGHTS` and `OUT` stand "
+             "for the folders given to `--data`, `--weights` and `--out`.", "",
              markdown_table(head, summary_rows(recs)).rstrip("\n"), ""]
     lines += not_run_lines(recs, out)
     for rec, p in zip(recs, paths):
