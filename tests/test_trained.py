@@ -153,7 +153,9 @@ def test_a_run_killed_half_way_resumes_from_last(tmp_path, monkeypatch):
 def test_report_collects_every_paper_with_its_figures(tmp_path):
     rec = {"paper": "tiny", "table": "table1", "dataset": "lytro", "row": "tiny", "main": "q_g", "metrics": ["q_g"],
            "unscored": [], "profile": "cpu", "budget": 1.0, "paper_samples": 100, "samples_note": "Sec. 1",
-           "notes": ["a note"], "citation": "Tiny", "studies": {},
+           "notes": ["a note"], "citation": "Tiny",
+           "studies": {"table8": {"kind": "post", "command": f"python {ROOT}/ablations/sweep.py --runs-root "
+                                  f"{tmp_path}/out/tiny/studies", "table_md": f"- Ours: under {tmp_path}/out/tiny/studies"}},
            "data": "/d/data", "weights": "/d/w", "out": str(tmp_path / "out"),
            "stages": [{"stage": "run", "config": "tiny.yaml", "command": f"/opt/venv/bin/python3 {ROOT}/experiments/run.py data.root=/d/data "
                                   f"data.weights=/d/w/x.pkl run_dir={tmp_path}/out/tiny/run", "seed": 3, "seconds": 120.0,
@@ -177,10 +179,11 @@ def test_report_collects_every_paper_with_its_figures(tmp_path):
     assert "+20.00% on `q_g`" in text
     # the machine's folders become the placeholders the header defines (the report is committed)
     assert "`python experiments/run.py data.root=DATA data.weights=WEIGHTS/x.pkl run_dir=OUT/tiny/run`" in text
+    assert "`python ablations/sweep.py --runs-root OUT/tiny/studies`" in text and "- Ours: under OUT/tiny/studies" in text
     assert "/d/" not in text and str(tmp_path) not in text and str(ROOT) not in text
     # what is not in the record is named with its command, not left out silently
     assert "**Not run here yet**" in text and "--out OUT --paper gacn`" in text
-    assert "--paper msasn --study table8`" in text
+    assert "--paper msasn --study table6`" in text and "--study table8`" not in text  # table8 is in the record
     with pytest.raises(trained_report.ReportError, match="no <paper>/trained.json"):
         trained_report.build_report(tmp_path / "empty", tmp_path / "r.md")
 

@@ -69,6 +69,21 @@ def stage_figures(st: dict) -> dict:
     return {"steps": steps, "steps_per_s": rate, "samples": steps * int(st["batch_size"])}
 
 
+def _folders(rec: dict) -> list:
+    """``(folder, placeholder)`` pairs of a record, longest folder first (the repository itself: dropped)."""
+    from ablations.sweeps.grid import ROOT
+
+    subs = [(rec.get(k), v) for k, v in (("data", "DATA"), ("weights", "WEIGHTS"), ("out", "OUT"))]
+    return sorted([(str(a).rstrip("/"), b) for a, b in subs if a] + [(str(ROOT) + "/", "")], key=lambda t: -len(t[0]))
+
+
+def redact(text: str, rec: dict) -> str:
+    """``text`` with the record's folders written as ``DATA``/``WEIGHTS``/``OUT`` (repository paths relative)."""
+    for a, b in _folders(rec):
+        text = text.replace(a, b)
+    return text
+
+
 def portable(cmd: str, rec: dict) -> str:
     """A recorded command as the report prints it: ``python``, repository-relative scripts, ``DATA``/``WEIGHTS``/``OUT``.
 
@@ -78,18 +93,10 @@ def portable(cmd: str, rec: dict) -> str:
     """
     import shlex
 
-    from ablations.sweeps.grid import ROOT
-
-    subs = [(rec.get(k), v) for k, v in (("data", "DATA"), ("weights", "WEIGHTS"), ("out", "OUT"))]
-    subs = sorted([(str(a).rstrip("/"), b) for a, b in subs if a] + [(str(ROOT) + "/", "")], key=lambda t: -len(t[0]))
     words = shlex.split(cmd)
     if words and Path(words[0]).name.startswith("python"):
         words[0] = "python"  # the interpreter of the machine that trained (a venv path)
-    for i, w in enumerate(words[1:], 1):
-        for a, b in subs:
-            w = w.replace(a, b)
-        words[i] = w
-    return shlex.join(words)
+    return shlex.join(words[:1] + [redact(w, rec) for w in words[1:]])
 
 
 def training_lines(rec: dict) -> list:
@@ -136,7 +143,7 @@ def paper_markdown(rec: dict, images: str = "", level: int = 2) -> str:
     for name, st in (rec.get("studies") or {}).items():
         lines += [f"{h}# {rec['paper']}: study {name} ({st['kind']})", "", f"`{portable(st['command'], rec)}`", ""]
         lines += [f"- {st['note']}"] if st.get("note") else []
-        lines += [st.get("table_md") or "(no table)", ""]
+        lines += [redact(st.get("table_md") or "(no table)", rec), ""]
         if st.get("png"):
             lines += [f"![{name}]({images}{name}.png)" if images else f"![{name}]({st['png']})", ""]
     return "\n".join(lines)

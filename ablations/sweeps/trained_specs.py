@@ -108,7 +108,14 @@ class Study:
 
 STUDIES: dict = {
     # MSASN Table 8: the segmentation threshold acts at inference only (Eq. 8)
-    "table8": Study("msasn", "table8.yaml", "post"),
+    "table8": Study("msasn", "table8.yaml", "post",
+                    note="the printed Q_NMI of rows 0.25, 0.75 and 1 (0.1757, 0.1748, 0.1692) lack the leading 1 "
+                         "of every other Q_NMI in the paper, so the q_nmi ordering says nothing; at thresholds 0 "
+                         "and 1 Eq. 8 (M > t) makes the map all one / all zero, a copy of one source (the same "
+                         "image as the untrained model's), while the printed rows stay near the best (Q_G 0.7402, "
+                         "0.7418): the authors' maps there cannot have been Eq. 8 on an exact sigmoid (a "
+                         "probability map rounded to 0 and 1 where the network is confident, e.g. in half "
+                         "precision, would give such rows)"),
     # UDPNet Fig. 7: the refiner's masks supervise G during training (Eq. 13) and opening/closing
     # build no predictor F, so the blind-spot checkpoint does not load into those models: a
     # training sweep, not a post-processing one
