@@ -206,3 +206,21 @@ def test_vaeedof_benchmark_config_needs_no_weight_files():
     from experiments.benchmarks.bench_train import run_config
 
     assert list(run_config("vaeedof", "paper").metrics) == ["psnr", "ssim"]
+
+
+def test_layout_bench_both_sides_same_loss(capsys):
+    """bench_train_layout.py: NCHW and channels_last sides are the same model (same losses, float rounding)."""
+    import re
+
+    from experiments.benchmarks.bench_train_layout import main
+
+    assert main(["--batch", "1", "--crop", "24", "--rounds", "2", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    losses = {k: [float(x) for x in re.findall(rf"{k}: warm-up loss ([\d.]+)", out)]
+              for k in ("nchw", "nhwc")}
+    assert len(losses["nchw"]) == len(losses["nhwc"]) == 1
+    rounds = {k: [float(x) for x in re.findall(rf"round \d {k}: [\d.]+ s, loss ([\d.]+)", out)] for k in ("nchw", "nhwc")}
+    assert len(rounds["nchw"]) == len(rounds["nhwc"]) == 2
+    for a, b in zip(losses["nchw"] + rounds["nchw"], losses["nhwc"] + rounds["nhwc"]):
+        assert a == pytest.approx(b, rel=1e-5)
+    assert re.search(r"channels_last speed-up \(NCHW time / NHWC time\): [\d.]+x", out)

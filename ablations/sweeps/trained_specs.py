@@ -74,7 +74,15 @@ PAPERS: dict = {
         needs=("train/bsds500", "ufa_trainset"),
         table="table5", row="Proposed", main="q_g_mefb_r", dataset="lytro",
         # Sec. IV-A: "trained by using the generated dataset, which consists of 84424 images", 300 epochs
-        paper_samples=84424 * 300, samples_note="Sec. IV-A: 84,424 images x 300 epochs"),
+        paper_samples=84424 * 300, samples_note="Sec. IV-A: 84,424 images x 300 epochs",
+        # measured with the cpu profile on 2026-12-07 (ablations/trained.md): why the average wins on Q_G
+        notes=("Why the average of the sources still wins on Q_G at this budget: UFA-Fuse regresses the "
+               "all-in-focus image end to end (no decision map), and after 2,880 crops (0.01 % of the paper's "
+               "samples) its output is still softer than the sources' sharp regions. It beats its untrained "
+               "network on every column and the average on AVG_FWD, SEN, VIFF and Q_M, not yet on Q_G, STD "
+               "and Q_C; validation Q_G was still rising when the run ended (0.43 at step 71, 0.52 at 179, "
+               "0.555 at 359, slowed by the profile's x0.1 learning-rate step at step 240), so the gap is "
+               "budget, not recipe: the paper's run sees 8,800x these samples.",)),
     "udpnet": PaperSpec(
         stages=(Stage("run", "udpnet.yaml", ("data.root={data}/lytro",)),),
         table="table3", row="UDPNet (Lytro)", main="q_g_zl", dataset="lytro",
