@@ -224,3 +224,28 @@ def test_layout_bench_both_sides_same_loss(capsys):
     for a, b in zip(losses["nchw"] + rounds["nchw"], losses["nhwc"] + rounds["nhwc"]):
         assert a == pytest.approx(b, rel=1e-5)
     assert re.search(r"channels_last speed-up \(NCHW time / NHWC time\): [\d.]+x", out)
+
+
+def test_bench_loader_only_times_the_generator(shared_dir, tmp_path, capsys):
+    """--loader-only: (d) alone on the VAEEDOF cpu profile's MF-VOC generator; JSON written."""
+    import json
+
+    from experiments.benchmarks.bench_train import main
+
+    mf_voc = shared_dir / "data" / "train" / "mf_voc"
+    if not mf_voc.is_dir():
+        pytest.skip("MF-VOC not in the shared test data")
+    out = tmp_path / "d.json"
+    assert main(["--loader-only", "--size", "cpu", "--papers", "vaeedof", "--data", f"vaeedof={mf_voc}",
+                 "--rounds", "1", "--loader-batches", "1", "--threads", "1", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())["vaeedof"]
+    assert r["generator"] == "mf_voc" and (r["batch"], r["crop"]) == (4, 128) and r["loader_samples_per_s_per_worker"] > 0
+    assert "vaeedof (mf_voc, batch 4 x 128):" in capsys.readouterr().out
+
+
+def test_bench_loader_only_needs_data(capsys):
+    from experiments.benchmarks.bench_train import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--loader-only", "--papers", "vaeedof"])
+    assert e.value.code == 2 and "--loader-only: no --data folder for vaeedof" in capsys.readouterr().err

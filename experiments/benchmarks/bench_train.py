@@ -249,6 +249,21 @@ def loader_rate(paper: str, data_root: Path, batch: int, crop: int, batches: int
             "generator": cfg.data.name}
 
 
+def loader_only(paper: str, a) -> dict:
+    """(d) alone: ``a.rounds`` x ``a.loader_batches`` timed batches of the paper's generator; prints and returns
+    ``{loader_samples_per_s_per_worker, ..._cpu, generator, batch, crop}`` (median; the spread is printed)."""
+    batch_size, crop = shapes(paper, a.size, a.batch, a.crop)
+    wall, cpu, gen = [], [], None
+    for _ in range(a.rounds):
+        res = loader_rate(paper, a.data[paper], batch_size, crop, a.loader_batches)
+        wall, cpu, gen = wall + res["sample_wall"], cpu + res["sample_cpu"], res["generator"]
+    w, c = median_spread(wall), median_spread(cpu)
+    print(f"{paper} ({gen}, batch {batch_size} x {crop}): {1 / w[0]:.1f} samples/s per worker "
+          f"[{1 / w[2]:.1f}-{1 / w[1]:.1f}], cpu {1 / c[0]:.1f}", flush=True)
+    return {"loader_samples_per_s_per_worker": 1 / w[0], "loader_samples_per_s_per_worker_cpu": 1 / c[0],
+            "generator": gen, "batch": batch_size, "crop": crop}
+
+
 def profile_step(paper: str, a, rows: int = 12) -> str:
     """torch.profiler table of one bare training step (after a warm-up step), with the share of
     the step spent in convolutions (forward, backward and fused oneDNN kernels)."""
@@ -412,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-wandb", action="store_true", help="(a) without the W&B logger (CSV only)")
     p.add_argument("--plain", action="store_true", help="also (b) with the training fast paths off (GACN)")
     p.add_argument("--profile", action="store_true", help="instead: torch.profiler table of one (b) step per paper")
+    p.add_argument("--loader-only", action="store_true",
+                   help="instead: only (d), each paper's generator (needs --data for every paper), no training sides")
     p.add_argument("--json", type=Path, help="write {paper: {trainer_steps_per_s, bare_steps_per_s, overhead, ...}}")
     a = p.parse_args(argv)
     for flag, value in (("--rounds", a.rounds), ("--steps", a.steps), ("--threads", a.threads),
@@ -433,6 +450,14 @@ def main(argv: list[str] | None = None) -> int:
     if a.profile:
         for paper in a.papers:
             print(profile_step(paper, a), flush=True)
+        return 0
+    if a.loader_only:
+        missing = [x for x in a.papers if x not in a.data]
+        if missing:
+            p.error(f"--loader-only: no --data folder for {', '.join(missing)} (e.g. --data {missing[0]}=DIR)")
+        rates = {paper: loader_only(paper, a) for paper in a.papers}
+        if a.json is not None:
+            a.json.write_text(json.dumps(rates, indent=1))
         return 0
     results, failed = {}, {}
     for paper in a.papers:
