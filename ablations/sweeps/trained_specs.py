@@ -97,7 +97,13 @@ PAPERS: dict = {
         # Sec. 3: 180,000 steps at a global batch of 32 (the paper's VAE is pretrained: stage 1 is ours)
         paper_samples=180000 * 32, samples_note="Sec. 3: 180,000 steps x global batch 32 (fusion stage)",
         notes=("Held-out MF-VOC triplets stand in for the MattingMFIF test renders of Table 1 (not available "
-               "here); the VAE is trained here (stage 1) because the SD3-distilled TAESD weights are not.",)),
+               "here); the VAE is trained here (stage 1) because the SD3-distilled TAESD weights are not.",
+               # measured with the cpu profile on 2026-12-07 (ablations/trained.md)
+               "Why the average of the sources wins: the fused image can be no better than the VAE that "
+               "decodes it, and the VAE trained here (stage 1: 800 steps of 64 px crops) reconstructs the "
+               "held-out triplets at only 20.6 dB PSNR (its own test); the fusion stage reaches 20.3 dB, at "
+               "that ceiling. The paper's frozen TAESD3 is distilled from SD3's VAE on a web-scale corpus; "
+               "with it (model.vae_checkpoint) the same command scores the fusion stage alone.")),
 }
 
 
