@@ -228,7 +228,7 @@ def summary_rows(recs: list) -> list:
     return out
 
 
-def not_run_lines(recs: list, out: Path) -> list:
+def not_run_lines(recs: list) -> list:
     """Markdown naming every paper and study of the tables with no record yet, with the command that runs it.
 
     The report says what it does not hold (issue 24: "where budget keeps us short, say how far"),
@@ -287,7 +287,7 @@ def build_report(out: Path, report: Path) -> Path:
              "them (`make trained DATA=... WEIGHTS=...`). In the commands below `DATA`, `WEIGHTS` and `OUT` stand "
              "for the folders given to `--data`, `--weights` and `--out`.", "",
              markdown_table(head, summary_rows(recs)).rstrip("\n"), ""]
-    lines += not_run_lines(recs, out)
+    lines += not_run_lines(recs)
     for rec, p in zip(recs, paths):
         prefix = f"{figs.name}/{rec['paper']}_"
         copies = {p.parent / CURVE: f"{rec['paper']}_curve.png"}
