@@ -155,7 +155,9 @@ def test_report_collects_every_paper_with_its_figures(tmp_path):
            "unscored": [], "profile": "cpu", "budget": 1.0, "paper_samples": 100, "samples_note": "Sec. 1",
            "notes": ["a note"], "citation": "Tiny",
            "studies": {"table8": {"kind": "post", "command": f"python {ROOT}/ablations/sweep.py --runs-root "
-                                  f"{tmp_path}/out/tiny/studies", "table_md": f"- Ours: under {tmp_path}/out/tiny/studies"}},
+                                  f"{tmp_path}/out/tiny/studies", "table_md": f"- Ours: under {tmp_path}/out/tiny/studies"},
+                       "table9": {"kind": "train", "budget": 0.25, "table_md": "- t9",
+                                  "command": "python ablations/sweep.py a.yaml profile=cpu trainer.max_steps=38"}},
            "data": "/d/data", "weights": "/d/w", "out": str(tmp_path / "out"),
            "stages": [{"stage": "run", "config": "tiny.yaml", "command": f"/opt/venv/bin/python3 {ROOT}/experiments/run.py data.root=/d/data "
                                   f"data.weights=/d/w/x.pkl run_dir={tmp_path}/out/tiny/run", "seed": 3, "seconds": 120.0,
@@ -181,6 +183,9 @@ def test_report_collects_every_paper_with_its_figures(tmp_path):
     assert "`python experiments/run.py data.root=DATA data.weights=WEIGHTS/x.pkl run_dir=OUT/tiny/run`" in text
     assert "`python ablations/sweep.py --runs-root OUT/tiny/studies`" in text and "- Ours: under OUT/tiny/studies" in text
     assert "/d/" not in text and str(tmp_path) not in text and str(ROOT) not in text
+    # a training study says what each point trained (--study-budget)
+    assert "trains from scratch with profile `cpu` at budget 0.25 of its steps (`trainer.max_steps=38`)" in text
+    assert "at budget" not in text.split("study table8")[1].split("study table9")[0]  # a post study trains nothing
     # what is not in the record is named with its command, not left out silently
     assert "**Not run here yet**" in text and "--out OUT --paper gacn`" in text
     assert "--paper msasn --study table6`" in text and "--study table8`" not in text  # table8 is in the record
@@ -234,9 +239,22 @@ def test_udpnet_table4_tests_on_the_held_out_mf_voc_triplets(shared_dir, tmp_pat
     assert scenes[0].name == "2007_000032_1" and scenes[0].gt.resolve().parent.name == "groundtruth"
 
 
+def test_study_budget_scales_each_point_not_the_model(tmp_path):
+    """--study-budget F: every point of a training study trains F of the cpu profile's steps (MSASN: 150)."""
+    (tmp_path / "lytro").mkdir()
+    args = SimpleNamespace(profile="cpu", data=str(tmp_path), budget=1.0, study_budget=0.25, program=None)
+    cmd = trained_studies.study_command("table6", PAPERS["msasn"], args, tmp_path / "out", ROOT, {})
+    assert "trainer.max_steps=38" in cmd  # round(150 x 0.25)
+    assert trained_studies.study_budget(args) == 0.25
+    args.study_budget = None  # default: the model's --budget (1.0: the profile as it is, no override)
+    cmd = trained_studies.study_command("table6", PAPERS["msasn"], args, tmp_path / "out", ROOT, {})
+    assert not any(a.startswith("trainer.max_steps=") for a in cmd) and trained_studies.study_budget(args) == 1.0
+
+
 @pytest.mark.parametrize("change, message", [
     ({"--paper": "nosuch"}, "--paper nosuch: unknown"),
     ({"--study": "nosuch"}, "--study nosuch: unknown"),
+    ({"--study-budget": "0"}, "--study-budget 0.0: expected a fraction > 0"),
     ({"--data": "{tmp}/missing"}, "--data {tmp}/missing: no such folder"),
     ({"--skip-released": None}, "missing file tiny_official.pkl"),  # the released row needs its weights
 ])

@@ -4,6 +4,7 @@ Usage::
 
     python ablations/trained.py --paper gacn --data DATA --weights WEIGHTS --out runs/trained [--profile cpu] [--budget 1.0]
     python ablations/trained.py --paper msasn --study table8 ... # + a sweep on the trained model
+    python ablations/trained.py --paper msasn --study table6 --study-budget 0.25 ...  # training study, 1/4 steps a point
     python ablations/trained.py --out runs/trained --report ablations/trained.md   # the committed report
     make trained DATA=... WEIGHTS=... [PAPER=gacn] [TRAINED_OUT=runs/trained]
 
@@ -243,6 +244,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--profile", default="cpu", help="config profile the runs use (default cpu)")
     p.add_argument("--budget", type=float, default=1.0, help="fraction of the profile's trainer.max_steps (default 1.0)")
     p.add_argument("--study", action="append", help=f"also run a study on the trained model: {', '.join(STUDIES)}")
+    p.add_argument("--study-budget", type=float, default=None,
+                   help="fraction of the profile's trainer.max_steps each point of a training study trains "
+                        "(default: --budget); the trained model keeps --budget")
     p.add_argument("--report", help="write this Markdown report from every OUT/<paper>/trained.json (figures beside it)")
     p.add_argument("--skip-released", action="store_true", help="leave out the released-weights rows")
     p.add_argument("--program", help="entry script instead of experiments/run.py (one that registers extra methods)")
@@ -260,8 +264,9 @@ def main(argv: Optional[Sequence[str]] = None, specs: Optional[dict] = None, roo
     try:
         if out.exists() and not out.is_dir():
             raise TrainedError(f"--out {out}: exists and is not a folder")
-        if not (a.budget > 0):
-            raise TrainedError(f"--budget {a.budget}: expected a fraction > 0")
+        for flag, v in (("--budget", a.budget), ("--study-budget", a.study_budget)):
+            if v is not None and not (v > 0):
+                raise TrainedError(f"{flag} {v}: expected a fraction > 0")
         studies = check_studies(a.study or [], a.paper or [], specs, root, Path(a.data) if a.data else None)
         if a.paper or studies:  # --study alone: its paper
             papers = list(dict.fromkeys((a.paper or []) + [STUDIES[s].paper for s in studies]))

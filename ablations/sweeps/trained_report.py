@@ -116,6 +116,14 @@ def training_lines(rec: dict) -> list:
     return lines
 
 
+def study_steps(command: str) -> str:
+    """``trainer.max_steps=N`` as the study's command set it, else what says the profile's length holds."""
+    import shlex
+
+    steps = [a for a in shlex.split(command) if a.startswith("trainer.max_steps=")]
+    return f"`{steps[-1]}`" if steps else "the profile's full length"
+
+
 def paper_markdown(rec: dict, images: str = "", level: int = 2) -> str:
     """A paper's section; ``images`` prefixes the figure names (``trained/<paper>_`` in the report)."""
     from mfif.io import markdown_table
@@ -143,6 +151,9 @@ def paper_markdown(rec: dict, images: str = "", level: int = 2) -> str:
     for name, st in (rec.get("studies") or {}).items():
         lines += [f"{h}# {rec['paper']}: study {name} ({st['kind']})", "", f"`{portable(st['command'], rec)}`", ""]
         lines += [f"- {st['note']}"] if st.get("note") else []
+        if st.get("kind") == "train":  # each point trained from scratch: say how long (issue 24: state the budget)
+            lines.append(f"- every point trains from scratch with profile `{rec['profile']}` at budget "
+                         f"{st.get('budget', rec['budget']):g} of its steps ({study_steps(st['command'])})")
         lines += [redact(st.get("table_md") or "(no table)", rec), ""]
         if st.get("png"):
             lines += [f"![{name}]({images}{name}.png)" if images else f"![{name}]({st['png']})", ""]

@@ -61,6 +61,15 @@ def check_studies(names: list, papers: list, specs: dict, root: Path = ROOT, dat
     return list(dict.fromkeys(names))
 
 
+def study_budget(args) -> float:
+    """The budget of a training study's points: ``--study-budget``, else ``--budget`` (that of the model).
+
+    A study of 4-8 training runs costs 4-8 cpu runs; a smaller budget per point fits it in a session
+    while the paper's own model (and its ``trained.json``) keeps the full one."""
+    b = getattr(args, "study_budget", None)
+    return float(args.budget if b is None else b)
+
+
 def study_command(name: str, spec: PaperSpec, args, out: Path, root: Path, ckpts: dict) -> list:
     """The ``ablations/sweep.py`` argv of study ``name`` (``ckpts``: the paper's stage checkpoints)."""
     from ablations.sweeps.trained import budget_overrides, stage_overrides
@@ -72,7 +81,7 @@ def study_command(name: str, spec: PaperSpec, args, out: Path, root: Path, ckpts
     if study.kind == "post":
         over += ["mode=test", f"ckpt_path={ckpts[last.name]}"]
     else:
-        over += budget_overrides(load_config(last.config, over), args.budget)
+        over += budget_overrides(load_config(last.config, over), study_budget(args))
     if study.test_set == "mf_voc":
         over.append(f"data.benchmark={mf_voc_test_view(Path(args.data) / 'train' / 'mf_voc', out / study.paper / 'studies')}")
     program = ["--program", str(args.program)] if args.program else []
@@ -118,5 +127,5 @@ def run_study(name: str, spec: PaperSpec, args, out: Path, root: Path, ckpts: di
     png = next((p for p in paths if p.suffix == ".png"), None)
     note = "; ".join(n for n in (study.note, f"sweep exit {rc}: see {log}" if rc else "") if n)
     say(f"{study.paper} study {name}: {'done' if rc == 0 else f'exit {rc}'}; table {paths[0]}")
-    return {"kind": study.kind, "command": shlex.join(argv), "rc": rc, "note": note, "budget": args.budget,
+    return {"kind": study.kind, "command": shlex.join(argv), "rc": rc, "note": note, "budget": study_budget(args),
             "table_md": to_markdown(table), "png": str(png.relative_to(out / study.paper)) if png else None}
