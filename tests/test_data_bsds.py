@@ -380,13 +380,19 @@ def test_cpu_profile_first_steps(paper, tmp_path):
 
     make_bsds(tmp_path / "data" / "train" / "bsds500")
     make_ufa(tmp_path / "data" / "ufa_trainset")
-    cfg = load_config(f"{paper}.yaml", ["profile=cpu", f"data.root={tmp_path / 'data'}", *SMOKE[paper],
-                                        "data.val_batch_size=2", "data.num_val_samples=2", "trainer.max_steps=2",
-                                        "trainer.limit_train_batches=2", "trainer.check_val_every_n_epoch=1",
-                                        "trainer.log_every_n_steps=1", "logger.wandb=false", "metrics=[psnr]",
-                                        f"run_dir={tmp_path / 'run'}"])
-    run(cfg)
-    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    def train(run_dir):
+        run(load_config(f"{paper}.yaml", ["profile=cpu", f"data.root={tmp_path / 'data'}", *SMOKE[paper],
+                                          "data.val_batch_size=2", "data.num_val_samples=2", "trainer.max_steps=2",
+                                          "trainer.limit_train_batches=2", "trainer.check_val_every_n_epoch=1",
+                                          "trainer.log_every_n_steps=1", "logger.wandb=false", "metrics=[psnr]",
+                                          f"run_dir={run_dir}"]))
+        return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+
+    ckpt = train(tmp_path / "run")
     assert ckpt["global_step"] == 2
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
     assert (tmp_path / "run" / "metrics.csv").is_file()
+    # issue 24: the same command gives the same numbers (CPU determinism): bit-identical weights
+    again = train(tmp_path / "run2")["state_dict"]
+    assert again.keys() == ckpt["state_dict"].keys()
+    assert all(torch.equal(v, again[k]) for k, v in ckpt["state_dict"].items())

@@ -271,8 +271,12 @@ def _first_steps(config: str, overrides: list[str], run_dir: Path) -> Path:
 
 def test_udpnet_cpu_profile_first_steps(tmp_path):
     root = make_lytro(tmp_path / "lytro", size=32)
-    _first_steps("udpnet.yaml", [f"data.root={root}", "data.patch_size=16", "data.batch_size=2", "data.num_patches=null",
-                                 "metrics=[q_nmi]"], tmp_path / "run")
+    over = [f"data.root={root}", "data.patch_size=16", "data.batch_size=2", "data.num_patches=null", "metrics=[q_nmi]"]
+    first = torch.load(_first_steps("udpnet.yaml", over, tmp_path / "run"), map_location="cpu", weights_only=False)
+    # issue 24: the same command gives the same numbers (CPU determinism): bit-identical weights
+    again = torch.load(_first_steps("udpnet.yaml", over, tmp_path / "run2"), map_location="cpu", weights_only=False)
+    assert again["state_dict"].keys() == first["state_dict"].keys()
+    assert all(torch.equal(v, again["state_dict"][k]) for k, v in first["state_dict"].items())
 
 
 @pytest.mark.slow  # 15-30 s of real data: in make test, not make test-fast
