@@ -154,7 +154,7 @@ def paper_markdown(rec: dict, images: str = "", level: int = 2) -> str:
         if st.get("kind") == "train":  # each point trained from scratch: say how long (issue 24: state the budget)
             lines.append(f"- every point trains from scratch with profile `{rec['profile']}` at budget "
                          f"{st.get('budget', rec['budget']):g} of its steps ({study_steps(st['command'])})")
-        lines += [redact(st.get("table_md") or "(no table)", rec), ""]
+        lines += ["", redact(st.get("table_md") or "(no table)", rec), ""]
         if st.get("png"):
             lines += [f"![{name}]({images}{name}.png)" if images else f"![{name}]({st['png']})", ""]
     return "\n".join(lines)
