@@ -16,6 +16,7 @@ import datetime as _dt
 import io
 import json
 import math
+import shlex
 from pathlib import Path
 from typing import Optional
 
@@ -117,9 +118,7 @@ def training_lines(rec: dict) -> list:
 
 
 def study_steps(command: str) -> str:
-    """``trainer.max_steps=N`` as the study's command set it, else what says the profile's length holds."""
-    import shlex
-
+    """The ``trainer.max_steps=N`` a study's command sets (its budget), else "the profile's full length"."""
     steps = [a for a in shlex.split(command) if a.startswith("trainer.max_steps=")]
     return f"`{steps[-1]}`" if steps else "the profile's full length"
 
