@@ -64,11 +64,12 @@ parity: setup
 # Trained here (issue 24): each paper trained with its cpu profile, tested, scored beside released
 # weights, published images and printed rows; then the report ablations/trained.md.
 #   make trained DATA=<data dir> WEIGHTS=<released-weights dir> [PAPER=gacn] [TRAINED_OUT=runs/trained]
+#                [TRAINED_LONGER=runs/trained_2x]   (a longer run's folder, shown beside each paper's row)
 TRAINED_OUT ?= runs/trained
 trained: setup
 	@test -n "$(DATA)" -a -n "$(WEIGHTS)" || { echo "error: make trained needs DATA=<dir> WEIGHTS=<dir>" >&2; exit 2; }
 	$(BIN)/python ablations/trained.py --data "$(DATA)" --weights "$(WEIGHTS)" --out "$(TRAINED_OUT)" \
-		$(if $(PAPER),--paper $(PAPER)) --report ablations/trained.md
+		$(if $(PAPER),--paper $(PAPER)) --report ablations/trained.md $(if $(TRAINED_LONGER),--longer $(TRAINED_LONGER))
 
 # GPU smoke check (issue 16): every paper's smoke profile on one GPU (bf16-mixed, EMA, channels_last,
 # torch.compile), then 2-GPU DDP when there are two; a table of steps/s, peak memory, pass/fail.

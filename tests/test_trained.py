@@ -121,6 +121,29 @@ def test_trains_scores_writes_and_a_rerun_reuses_the_run(fixture, capsys):
     assert "finished with other settings" in capsys.readouterr().err and ckpt.stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow  # two training child processes (tiny, 4 + 4 steps) and their scoring: ~40 s on 2 busy cores
+def test_a_longer_run_continues_the_finished_one_for_real(fixture):
+    """--budget 2 --resume-from OUT: run.py resumes OUT's last.ckpt (step 4) and trains to step 8 in OUT2."""
+    fx = fixture
+    st = fx.specs["tiny"].stages[0]
+    fx.specs["tiny"] = PaperSpec(**{**vars(fx.specs["tiny"]),  # 4 steps an epoch: let the budget add epochs
+                                    "stages": (Stage("run", st.config, st.overrides + ("trainer.max_epochs=4",)),)})
+    assert _main(fx) == 0
+    out2 = fx.out.parent / "out2"
+    argv = ["--paper", "tiny", "--data", str(fx.data), "--weights", str(fx.weights), "--out", str(out2), "--budget", "2",
+            "--resume-from", str(fx.out), "--profile", "smoke", "--skip-released", "--program", str(RUN_TINY)]
+    assert trained.main(argv, specs=fx.specs, root=fx.root) == 0
+    rec = json.loads((out2 / "tiny" / "trained.json").read_text())
+    stage = rec["stages"][0]
+    assert stage["resumed_from_step"] == 4 and stage["steps"] == 8 and stage["max_steps"] == 8
+    assert stage["continued_from"] == str((fx.out / "tiny" / "run").resolve()) and "ckpt_path=last" in stage["command"]
+    assert rec["resumed_from"] == str(fx.out.resolve())
+    first = torch.load(fx.out / "tiny" / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    second = torch.load(out2 / "tiny" / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert first["global_step"] == 4 and second["global_step"] == 8  # OUT's run untouched, OUT2's trained on
+    assert any(not torch.equal(first["state_dict"][k], second["state_dict"][k]) for k in first["state_dict"])
+
+
 def test_a_run_killed_half_way_resumes_from_last(tmp_path, monkeypatch):
     """No DONE but a last.ckpt: the same command again, with ckpt_path=last (the child is not started here)."""
     from ablations.sweeps import runner
@@ -148,6 +171,43 @@ def test_a_run_killed_half_way_resumes_from_last(tmp_path, monkeypatch):
     with pytest.raises(trained.TrainedError, match="unfinished run with other settings"):
         trained.train_stage("tiny", st, argv[:-2] + ["profile=demo", argv[-1]], out, say=lambda m: None)
     assert not seen
+
+
+def test_resume_from_continues_a_finished_run_to_a_longer_budget(tmp_path, monkeypatch):
+    """--resume-from: a finished run's last.ckpt (step 4) continues to max_steps 8 in the new --out;
+    only trainer.max_steps may differ; a run that already has the steps, or none, is refused."""
+    from ablations.sweeps import runner
+    from ablations.sweeps.collect import mark_done
+    from ablations.sweeps.runner import Result
+
+    src, out, st = tmp_path / "out", tmp_path / "out2", Stage("run", "tiny.yaml")
+
+    def argv(root, *extra):
+        return ["python", "run.py", "--config", "tiny.yaml", "profile=smoke", *extra, f"run_dir={root / 'tiny' / 'run'}"]
+
+    (src / "tiny" / "run" / "checkpoints").mkdir(parents=True)
+    torch.save({"state_dict": {"w": torch.ones(2)}, "global_step": 4}, src / "tiny" / "run" / "checkpoints" / "last.ckpt")
+    mark_done(src / "tiny" / "run", {"settings": trained._settings(argv(src), src)})
+    seen = []
+
+    def fake_run_jobs(jobs, **kw):
+        seen.extend(jobs)
+        torch.save({"state_dict": {}, "global_step": 8}, jobs[0].run_dir / "checkpoints" / "last.ckpt")
+        jobs[0].on_done(2.0)
+        return [Result(jobs[0].key, "done", 0, 2.0, jobs[0].log_path)], None
+
+    monkeypatch.setattr(runner, "run_jobs", fake_run_jobs)
+    for bad, message in ((argv(out, "trainer.max_steps=8", "data.x=1"), "other settings than the run length"),
+                         (argv(out, "trainer.max_steps=4"), r"already trained 4 steps \(this run asks for 4\)")):
+        with pytest.raises(trained.TrainedError, match=message):
+            trained.train_stage("tiny", st, bad, out, say=lambda m: None, resume_from=src)
+    with pytest.raises(trained.TrainedError, match="no finished run with checkpoints/last.ckpt"):
+        trained.train_stage("tiny", st, argv(out, "trainer.max_steps=8"), out, say=lambda m: None, resume_from=tmp_path)
+    assert not seen and not (out / "tiny" / "run" / "checkpoints").exists()  # refused before anything was written
+    rec = trained.train_stage("tiny", st, argv(out, "trainer.max_steps=8"), out, say=lambda m: None, resume_from=src)
+    assert seen[0].argv[-1] == "ckpt_path=last" and rec["resumed_from_step"] == 4 and rec["steps"] == 8
+    assert rec["continued_from"] == str((src / "tiny" / "run").resolve())
+    assert trained_report.stage_figures({**rec, "batch_size": 2})["steps_per_s"] == pytest.approx(4 / 2.0)  # its own steps
 
 
 def test_report_collects_every_paper_with_its_figures(tmp_path):
@@ -191,6 +251,32 @@ def test_report_collects_every_paper_with_its_figures(tmp_path):
     assert "--paper msasn --study table6`" in text and "--study table8`" not in text  # table8 is in the record
     with pytest.raises(trained_report.ReportError, match="no <paper>/trained.json"):
         trained_report.build_report(tmp_path / "empty", tmp_path / "r.md")
+
+    # --longer: the same paper at budget 2, continued from OUT, shown beside the budget-1 row
+    out2 = tmp_path / "out2"
+    longer = {**rec, "budget": 2.0, "out": str(out2), "resumed_from": str(out), "studies": {},
+              "cells": [{**c, "ours": 0.62} if c["row"] == "cpu" else c for c in rec["cells"]],
+              "stages": [{**rec["stages"][0], "steps": 20, "resumed_from_step": 10, "seconds": 60.0,
+                          "continued_from": f"{out}/tiny/run",
+                          "command": f"python {ROOT}/experiments/run.py run_dir={out2}/tiny/run ckpt_path=last"}]}
+    (out2 / "tiny").mkdir(parents=True)
+    (out2 / "tiny" / "trained.json").write_text(json.dumps(longer))
+    (out2 / "tiny" / "learning_curve.png").write_bytes(b"\x89PNG fake 2")
+    text = trained_report.build_report(out, report, [out2]).read_text()
+    part = text.split("tiny: a longer run (budget 2)")[1]
+    assert "`python ablations/trained.py --paper tiny --budget 2 --resume-from OUT --data DATA --weights WEIGHTS --out OUT2`" in part
+    assert "| cpu, budget 1 (10 steps) | 0.6000 |" in part and "| **cpu, budget 2 (20 steps)** | 0.6200 |" in part
+    assert "On `q_g`: 0.6000 -> 0.6200 (+3.33%); against the printed row +20.00% at budget 1, +24.00% at budget 2." in part
+    assert "20 steps (resumed at step 10 of `OUT/tiny/run`, continued), 0.167 steps/s" in part  # 10 new steps / 60 s
+    assert "`python experiments/run.py run_dir=OUT2/tiny/run ckpt_path=last`" in part
+    assert (report.parent / "trained" / "tiny_curve_budget2.png").read_bytes() == b"\x89PNG fake 2"
+    assert "(trained/tiny_curve_budget2.png)" in part and str(tmp_path) not in text
+    (out2 / "tiny" / "trained.json").write_text(json.dumps({**longer, "budget": 1.0}))
+    with pytest.raises(trained_report.ReportError, match="budget 1, the same as --out"):
+        trained_report.build_report(out, report, [out2])
+    (out2 / "tiny" / "trained.json").write_text(json.dumps({**longer, "paper": "other"}))
+    with pytest.raises(trained_report.ReportError, match="other has no record in --out"):
+        trained_report.build_report(out, report, [out2])
 
 
 def test_shape_comparison_best_position_and_kendall_tau_by_hand():
@@ -257,6 +343,9 @@ def test_study_budget_scales_each_point_not_the_model(tmp_path):
     ({"--study-budget": "0"}, "--study-budget 0.0: expected a fraction > 0"),
     ({"--data": "{tmp}/missing"}, "--data {tmp}/missing: no such folder"),
     ({"--skip-released": None}, "missing file tiny_official.pkl"),  # the released row needs its weights
+    ({"--resume-from": "{tmp}/missing"}, "--resume-from {tmp}/missing: no such folder"),
+    ({"--resume-from": "{tmp}/out"}, "the same folder as --out"),
+    ({"--longer": "{tmp}"}, "--longer: only with --report"),
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(fixture, capsys, change, message):
     fx = fixture

@@ -5,7 +5,8 @@ Usage::
     python ablations/trained.py --paper gacn --data DATA --weights WEIGHTS --out runs/trained [--profile cpu] [--budget 1.0]
     python ablations/trained.py --paper msasn --study table8 ... # + a sweep on the trained model
     python ablations/trained.py --paper msasn --study table6 --study-budget 0.25 ...  # training study, 1/4 steps a point
-    python ablations/trained.py --out runs/trained --report ablations/trained.md   # the committed report
+    python ablations/trained.py --paper udpnet --budget 2 --resume-from runs/trained ... --out runs/trained_2x  # 2x, continued
+    python ablations/trained.py --out runs/trained --report ablations/trained.md [--longer runs/trained_2x]  # the committed report
     make trained DATA=... WEIGHTS=... [PAPER=gacn] [TRAINED_OUT=runs/trained]
 
 Per paper (the table :data:`ablations.sweeps.trained_specs.PAPERS`: stages, data mapping, test
@@ -18,7 +19,14 @@ set, the side file whose columns and printed rows are used):
    ``trainer.max_steps``. A stage whose run finished (``DONE``) is reused, never retrained; one
    killed half-way resumes with ``ckpt_path=last``; a finished or half-done run with other settings
    is an error (use another ``--out``). ``run.py fit`` tests the selected checkpoint and writes
-   ``metrics.csv`` with the paper's columns: that is the ``cpu`` row.
+   ``metrics.csv`` with the paper's columns: that is the ``cpu`` row. ``--resume-from DIR`` (a
+   longer run at the cost of its extra steps) starts each stage from ``DIR/<paper>/<stage>``'s
+   finished ``last.ckpt`` instead of step 0, when that run's settings differ from this one's in
+   ``trainer.max_steps`` only: every profile's learning-rate schedule steps per epoch and never
+   reads ``max_steps``, so the continued run follows the schedule of one trained from scratch to
+   the larger budget (its data order after the resume may differ). A ``checkpoint.monitor`` run
+   then selects its best among the continued steps' validation points (Lightning does not carry
+   the best score into a new checkpoint folder).
 2. **Reference rows** from the same config, data and report code (``mfif.reporting``): ``init``,
    the untrained initialisation (same seed, 0 steps, as ``run.py`` builds it), and ``average``,
    the plain mean of the sources. The model must beat both on the paper's main column.
@@ -123,8 +131,42 @@ def _settings(argv: Sequence[str], out: Path) -> list:
     return [a.replace(str(out), "OUT") for a in argv if "=" in a and not a.startswith("ckpt_path=")]
 
 
-def train_stage(paper: str, st: Stage, argv: list, out: Path, say: Callable[[str], None]) -> dict:
+def _without_length(settings: list) -> list:
+    """``settings`` less the run length ``--budget`` scales (:func:`budget_overrides`)."""
+    return [s for s in settings if not s.startswith(("trainer.max_steps=", "trainer.max_epochs="))]
+
+
+def continue_from(paper: str, st: Stage, settings: list, source: Path, rd: Path) -> Path:
+    """Copy the finished ``source/<paper>/<stage>`` run's ``last.ckpt`` into ``rd`` (``--resume-from``).
+
+    Returns the source run folder. Raises:
+        TrainedError: no finished run there, one with other settings than the run length
+            (``trainer.max_steps``/``max_epochs``), or one that already trained the steps this run asks for.
+    """
+    from mfif.io import atomic_write_bytes
+
+    src = Path(source) / paper / st.name
+    ckpt = src / "checkpoints" / "last.ckpt"
+    if not is_done(src) or not ckpt.is_file():
+        raise TrainedError(f"--resume-from {source}: no finished run with checkpoints/last.ckpt in {src}")
+    theirs = json.loads((src / "DONE").read_text()).get("settings") or []
+    if _without_length(theirs) != _without_length(settings):
+        raise TrainedError(f"--resume-from {source}: {src} was trained with other settings than the run length "
+                           f"({shlex.join(theirs)}); only a longer run of the same recipe can continue it")
+    have = _global_step(ckpt)
+    want = next((int(s.split("=", 1)[1]) for s in settings if s.startswith("trainer.max_steps=")), None)
+    if want is not None and have >= want:
+        raise TrainedError(f"--resume-from {source}: {src} already trained {have} steps (this run asks for {want})")
+    atomic_write_bytes(rd / "checkpoints" / "last.ckpt", ckpt.read_bytes())
+    return src
+
+
+def train_stage(paper: str, st: Stage, argv: list, out: Path, say: Callable[[str], None],
+                resume_from: Optional[Path] = None) -> dict:
     """Run (or reuse, or resume) one stage; returns its record (command, seconds, steps, reused, ...).
+
+    ``resume_from``: a folder of finished runs to continue (``--resume-from``) when this stage has
+    not started yet.
 
     Raises:
         TrainedError: the run folder holds a run with other settings, or the training failed.
@@ -144,10 +186,15 @@ def train_stage(paper: str, st: Stage, argv: list, out: Path, say: Callable[[str
     old = read_point_info(rd)
     if ckpt is not None and old and old.get("settings") != settings:
         raise TrainedError(f"{rd} holds an unfinished run with other settings; use another --out, or delete that folder")
+    source = None
+    if ckpt is None and resume_from is not None:
+        source = continue_from(paper, st, settings, resume_from, rd)
+        ckpt = last_checkpoint(rd)
     start_step = _global_step(ckpt)
     cmd = list(argv) + (["ckpt_path=last"] if ckpt is not None else [])
     rd.mkdir(parents=True, exist_ok=True)
-    info = {"stage": st.name, "command": shlex.join(cmd), "settings": settings, "resumed_from_step": start_step}
+    info = {"stage": st.name, "command": shlex.join(cmd), "settings": settings, "resumed_from_step": start_step,
+            **({"continued_from": str(source.resolve())} if source is not None else {})}
     say(f"$ {shlex.join(cmd)}" + (f"   # resuming from {ckpt.name} (step {start_step})" if ckpt is not None else ""))
 
     def on_start() -> Optional[str]:
@@ -183,7 +230,7 @@ def run_paper(paper: str, checked: tuple, args, out: Path, root: Path, say: Call
     for st in spec.stages:
         over = stage_overrides(st, args.profile, data, ckpts) + budgets[st.name]
         argv = [python, program, "--config", st.config, *over, f"run_dir={out / paper / st.name}"]
-        rec = train_stage(paper, st, argv, out, say)
+        rec = train_stage(paper, st, argv, out, say, Path(args.resume_from) if getattr(args, "resume_from", None) else None)
         cfg = load_config(st.config, over)
         ckpts[st.name] = selected_checkpoint(out / paper / st.name)
         batch = int(cfg.data.batch_size) * int(cfg.trainer.accumulate_grad_batches)
@@ -221,6 +268,7 @@ def run_paper(paper: str, checked: tuple, args, out: Path, root: Path, say: Call
            "notes": notes, "citation": str(side.get("citation") or "").strip(),
            # the folders the commands name; the report prints them as DATA/WEIGHTS/OUT
            "data": str(data.resolve()), "weights": str(weights.resolve()), "out": str(out.resolve()),
+           **({"resumed_from": str(Path(args.resume_from).resolve())} if getattr(args, "resume_from", None) else {}),
            "seconds_total": round(time.monotonic() - t0, 1), "cells": cells}
     old = out / paper / "trained.json"
     if old.is_file():  # studies of earlier calls stay in the record
@@ -247,7 +295,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--study-budget", type=float, default=None,
                    help="fraction of the profile's trainer.max_steps each point of a training study trains "
                         "(default: --budget); the trained model keeps --budget")
+    p.add_argument("--resume-from", help="continue the finished runs in this folder (another --out of the same profile) "
+                                         "to --budget instead of training from step 0")
     p.add_argument("--report", help="write this Markdown report from every OUT/<paper>/trained.json (figures beside it)")
+    p.add_argument("--longer", action="append", default=[],
+                   help="with --report: a folder of runs at another --budget (e.g. 2), shown beside each paper's row "
+                        "as a second point of its learning curve (repeatable)")
     p.add_argument("--skip-released", action="store_true", help="leave out the released-weights rows")
     p.add_argument("--program", help="entry script instead of experiments/run.py (one that registers extra methods)")
     return p.parse_args(argv)
@@ -282,6 +335,13 @@ def main(argv: Optional[Sequence[str]] = None, specs: Optional[dict] = None, roo
             for paper in papers:
                 checked[paper] = check_paper(paper, specs, Path(a.data), Path(a.weights), a.profile, a.budget, root,
                                              a.skip_released)
+        if a.resume_from:
+            if Path(a.resume_from).resolve() == out.resolve():
+                raise TrainedError(f"--resume-from {a.resume_from}: the same folder as --out (continue into another)")
+            if not papers or not Path(a.resume_from).is_dir():
+                raise TrainedError(f"--resume-from {a.resume_from}: " + ("no such folder" if papers else "needs --paper"))
+        if a.longer and not a.report:
+            raise TrainedError("--longer: only with --report")
         if a.report and not papers and not list(out.glob("*/trained.json")):
             raise TrainedError(f"--out {out}: no <paper>/trained.json to report (train first)")
     except TrainedError as e:
@@ -299,7 +359,7 @@ def main(argv: Optional[Sequence[str]] = None, specs: Optional[dict] = None, roo
                 rec.setdefault("studies", {})[s] = run_study(s, checked[paper][0], a, out, root, ckpts, _say)
                 write_paper_outputs(rec, out / paper)
         if a.report:
-            _say(f"wrote {build_report(out, Path(a.report))}")
+            _say(f"wrote {build_report(out, Path(a.report), [Path(d) for d in a.longer])}")
     except TrainingFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -18,7 +18,7 @@ import json
 import math
 import shlex
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 CURVE = "learning_curve.png"
 OUR_ROWS = ("cpu", "init", "average")
@@ -70,22 +70,24 @@ def stage_figures(st: dict) -> dict:
     return {"steps": steps, "steps_per_s": rate, "samples": steps * int(st["batch_size"])}
 
 
-def _folders(rec: dict) -> list:
+def _folders(rec: dict, out_name: str = "OUT") -> list:
     """``(folder, placeholder)`` pairs of a record, longest folder first (the repository itself: dropped)."""
     from ablations.sweeps.grid import ROOT
 
-    subs = [(rec.get(k), v) for k, v in (("data", "DATA"), ("weights", "WEIGHTS"), ("out", "OUT"))]
+    names = (("data", "DATA"), ("weights", "WEIGHTS"), ("out", out_name), ("resumed_from", "OUT"))
+    subs = [(rec.get(k), v) for k, v in names]
     return sorted([(str(a).rstrip("/"), b) for a, b in subs if a] + [(str(ROOT) + "/", "")], key=lambda t: -len(t[0]))
 
 
-def redact(text: str, rec: dict) -> str:
-    """``text`` with the record's folders written as ``DATA``/``WEIGHTS``/``OUT`` (repository paths relative)."""
-    for a, b in _folders(rec):
+def redact(text: str, rec: dict, out_name: str = "OUT") -> str:
+    """``text`` with the record's folders written as ``DATA``/``WEIGHTS``/``OUT`` (repository paths relative;
+    ``out_name``: the placeholder of the record's ``--out``, ``OUT2`` for a ``--longer`` one)."""
+    for a, b in _folders(rec, out_name):
         text = text.replace(a, b)
     return text
 
 
-def portable(cmd: str, rec: dict) -> str:
+def portable(cmd: str, rec: dict, out_name: str = "OUT") -> str:
     """A recorded command as the report prints it: ``python``, repository-relative scripts, ``DATA``/``WEIGHTS``/``OUT``.
 
     The records keep the absolute folders of the machine that trained (a rerun compares its settings
@@ -97,17 +99,20 @@ def portable(cmd: str, rec: dict) -> str:
     words = shlex.split(cmd)
     if words and Path(words[0]).name.startswith("python"):
         words[0] = "python"  # the interpreter of the machine that trained (a venv path)
-    return shlex.join(words[:1] + [redact(w, rec) for w in words[1:]])
+    return shlex.join(words[:1] + [redact(w, rec, out_name) for w in words[1:]])
 
 
-def training_lines(rec: dict) -> list:
+def training_lines(rec: dict, out_name: str = "OUT") -> list:
     """Command, seed, wall time, steps, steps/s, samples seen per stage, and the fraction of the paper's samples."""
     lines = []
     for st in rec["stages"]:
         fig = stage_figures(st)
-        resumed = f" (resumed at step {st['resumed_from_step']})" if st.get("resumed_from_step") else ""
+        resumed = f" (resumed at step {st['resumed_from_step']}" if st.get("resumed_from_step") else ""
+        if resumed and st.get("continued_from"):  # --resume-from: the steps before came from that finished run
+            resumed += f" of `{redact(st['continued_from'], rec, out_name)}`, continued"
+        resumed += ")" if resumed else ""
         reused = "; reused, trained by an earlier call" if st.get("reused") else ""
-        lines += [f"- stage `{st['stage']}`: `{portable(st['command'], rec)}`",
+        lines += [f"- stage `{st['stage']}`: `{portable(st['command'], rec, out_name)}`",
                   f"  seed {st['seed']}, wall {_minutes(st.get('seconds'))} (training, test and report{reused}), "
                   f"{fig['steps']} steps{resumed}, {_f(fig['steps_per_s'], 3)} steps/s, "
                   f"{fig['samples']:,} samples seen (batch {st['batch_size']})"]
@@ -157,6 +162,30 @@ def paper_markdown(rec: dict, images: str = "", level: int = 2) -> str:
         if st.get("png"):
             lines += [f"![{name}]({images}{name}.png)" if images else f"![{name}]({st['png']})", ""]
     return "\n".join(lines)
+
+
+def longer_markdown(base: dict, rec: dict, curve: str = "", level: int = 2) -> str:
+    """A paper's second point of its learning curve: the ``cpu`` row of ``rec`` (a ``--longer`` record,
+    the same paper at another budget) beside ``base``'s and the printed row, in the paper's columns."""
+    from mfif.io import markdown_table
+
+    h, b_vals, l_vals = "#" * (level + 1), row_values(base), row_values(rec)
+    steps = lambda r: stage_figures(r["stages"][-1])["steps"]  # noqa: E731
+    rows = [(f"cpu, budget {base['budget']:g} ({steps(base):,} steps)", b_vals.get("cpu") or {}),
+            (f"**cpu, budget {rec['budget']:g} ({steps(rec):,} steps)**", l_vals.get("cpu") or {}),
+            ("printed", b_vals.get("printed") or {})]
+    cmd = (f"python ablations/trained.py --paper {rec['paper']} --budget {rec['budget']:g}"
+           + (" --resume-from OUT" if rec.get("resumed_from") else "") + " --data DATA --weights WEIGHTS --out OUT2")
+    lines = [f"{h} {rec['paper']}: a longer run (budget {rec['budget']:g})", "", f"`{cmd}`", "",
+             markdown_table(["row"] + base["metrics"], [[r] + [_f(v.get(m)) for m in base["metrics"]] for r, v in rows]).rstrip("\n"),
+             ""]
+    m, one, two, pr = base["main"], rows[0][1].get(base["main"]), rows[1][1].get(base["main"]), rows[2][1].get(base["main"])
+    if one is not None and two is not None:
+        gap = (f"; against the printed row {(one - pr) / abs(pr):+.2%} at budget {base['budget']:g}, "
+               f"{(two - pr) / abs(pr):+.2%} at budget {rec['budget']:g}") if pr else ""
+        lines += [f"On `{m}`: {one:.4f} -> {two:.4f} ({(two - one) / abs(one):+.2%}){gap}.", ""]
+    lines += training_lines(rec, "OUT2") + [""]
+    return "\n".join(lines + ([f"![learning curve of {rec['paper']} at budget {rec['budget']:g}]({curve})", ""] if curve else []))
 
 
 def read_curves(csv_path: Path) -> dict:
@@ -271,23 +300,41 @@ def _shown(path: Path) -> str:
         return Path(path).name
 
 
-def build_report(out: Path, report: Path) -> Path:
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ReportError(f"{path}: unreadable ({e})") from e
+
+
+def build_report(out: Path, report: Path, longer: Sequence[Path] = ()) -> Path:
     """``report`` from every ``out/<paper>/trained.json``, figures copied to ``<report folder>/trained/``.
 
+    ``longer``: folders of runs at another ``--budget`` (``--longer``); each ``<paper>/trained.json``
+    there is shown in that paper's section as a second point of its learning curve.
+
     Raises:
-        ReportError: no record, or an unreadable one.
+        ReportError: no record, an unreadable one, or a longer record whose paper has none in ``out``
+            or whose budget equals it.
     """
     from mfif.io import atomic_write_bytes, markdown_table
 
     paths = sorted(Path(out).glob("*/trained.json"))
     if not paths:
         raise ReportError(f"--out {out}: no <paper>/trained.json to report (train first)")
-    recs = []
-    for p in paths:
-        try:
-            recs.append(json.loads(p.read_text()))
-        except (OSError, ValueError) as e:
-            raise ReportError(f"{p}: unreadable ({e})") from e
+    recs = [_read(p) for p in paths]
+    more: dict = {}
+    for folder in longer:
+        found = sorted(Path(folder).glob("*/trained.json"))
+        if not found:
+            raise ReportError(f"--longer {folder}: no <paper>/trained.json there")
+        for p in found:
+            rec = _read(p)
+            base = next((r for r in recs if r["paper"] == rec["paper"]), None)
+            if base is None or base["budget"] == rec["budget"]:
+                raise ReportError(f"{p}: " + (f"{rec['paper']} has no record in --out {out} to compare with" if base is None
+                                              else f"budget {rec['budget']:g}, the same as --out {out}'s"))
+            more.setdefault(rec["paper"], []).append((rec, p.parent / CURVE))
     figs = Path(report).parent / Path(report).stem
     head = ["paper", "table", "main", "cpu", "init", "average", "released", "printed", "beats both", "steps",
             "steps/s", "of paper's samples", "wall"]
@@ -295,7 +342,8 @@ def build_report(out: Path, report: Path) -> Path:
              f"Generated {_dt.date.today().isoformat()} by `python ablations/trained.py --out OUT --report {_shown(report)}` "
              "from the records the training command wrote; checkpoints are not committed, the command recreates "
              "them (`make trained DATA=... WEIGHTS=...`). In the commands below `DATA`, `WEIGHTS` and `OUT` stand "
-             "for the folders given to `--data`, `--weights` and `--out`.", "",
+             "for the folders given to `--data`, `--weights` and `--out`"
+             + (" (`OUT2`: `--out` of a longer run, shown by `--longer`)." if more else "."), "",
              markdown_table(head, summary_rows(recs)).rstrip("\n"), ""]
     lines += not_run_lines(recs)
     for rec, p in zip(recs, paths):
@@ -307,5 +355,10 @@ def build_report(out: Path, report: Path) -> Path:
             if src.is_file():
                 atomic_write_bytes(figs / name, src.read_bytes())
         lines += [paper_markdown(rec, images=prefix), ""]
+        for longer_rec, curve in more.get(rec["paper"], []):
+            name = f"{rec['paper']}_curve_budget{longer_rec['budget']:g}.png"
+            if curve.is_file():
+                atomic_write_bytes(figs / name, curve.read_bytes())
+            lines += [longer_markdown(rec, longer_rec, f"{figs.name}/{name}" if curve.is_file() else ""), ""]
     atomic_write_bytes(Path(report), "\n".join(lines).encode())
     return Path(report)
