@@ -246,6 +246,27 @@ def test_missing_runs_render_as_dash(tmp_path):
     assert "-- & \\textbf{31.00}" in tables.to_latex(t) and "1 of 2 runs missing: width 3" in md
 
 
+def test_a_figure_without_printed_numbers_shows_our_metrics_and_only_drawn_panels(tmp_path):
+    """``columns: []`` (UDPNet Fig. 7: masks only): the table's columns are the plot metrics our runs
+    reported (PSNR needs ground truth: left out), and the curves draw those panels only."""
+    from ablations.sweeps import plots
+
+    _write(tmp_path / "tiny.yaml", _sweep_yaml("tiny", "model.width: {values: [2, 3]}\n"))
+    side = _side(tmp_path, extra="plot: {x: model.width, metrics: [q_g, psnr, q_nmi]}").read_text()
+    side = _write(tmp_path / "fig.paper.yaml", side.replace("columns: [psnr, ssim]", "columns: []").replace(
+        "paper: {psnr: 30.00, ssim: 0.900}", "paper: {}").replace("paper: {psnr: 31.00, ssim: 0.950}", "paper: {}"))
+    for w, q in ((2, 0.61), (3, 0.65)):
+        _write(tmp_path / "runs" / "tiny" / f"width-{w}" / "metrics.csv", f"image,q_g,q_nmi,q_cb\nmean,{q},1.0{w},0.5\n")
+    t = tables.make_table(side, "local", tmp_path / "runs")
+    assert t.metrics == ["q_g", "q_nmi"]  # the plot's order; psnr (no value) out, q_cb (not asked) out
+    md = tables.to_markdown(t)
+    assert "| width 3 | **0.6500** | – | – |" in md and "runs missing" not in md
+    assert tables.figure_columns({"rows": []}, {"a": {"z": 1.0, "y": float("nan")}}) == ["z"]  # no plot: all reported
+    xs, series, metrics = plots.curve_data(t, tables.load_side(side))
+    assert xs == [2, 3] and metrics == ["q_g", "q_nmi"] and series["ours"]["q_g"] == [0.61, 0.65]
+    assert plots.draw_curves(t, tables.load_side(side), tmp_path / "fig.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_best_and_arank_known_values(tmp_path):
     side = {"path": _side(tmp_path, sweep_name="null"), "columns": ["psnr", "lpips", "arank"], "rows": []}
     results = {"A": {"psnr": 30.0, "lpips": 0.1}, "B": {"psnr": 32.0, "lpips": 0.2}, "C": {"psnr": 31.0, "lpips": 0.05}}

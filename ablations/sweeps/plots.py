@@ -63,7 +63,8 @@ def curve_data(table, side: dict) -> tuple[list, dict, list]:
             for m in metrics:
                 line[m][xs.index(value(r, xkey))] = _num(vals.get(m))
     series = {k: v for k, v in series.items() if any(x is not None for vals in v.values() for x in vals)}
-    return xs, series, metrics
+    drawn = [m for m in metrics if any(x is not None for v in series.values() for x in v[m])]
+    return xs, series, drawn or metrics  # a panel no row has a value for is left out (e.g. PSNR without ground truth)
 
 
 def draw_curves(table, side: dict, png: Path) -> Optional[Path]:

@@ -166,13 +166,21 @@ def shape_markdown(shape: dict) -> list:
             *markdown_table(["metric", "best (ours)", "best (printed)", "same best", "Kendall τ (rows)"], body).rstrip("\n").split("\n")]
 
 
+def figure_columns(side: dict, results: Optional[dict]) -> list:
+    """The columns of a figure with no printed numbers (``columns: []``, e.g. UDPNet Fig. 7): the
+    ``plot`` metrics our runs reported, else every metric they reported (nothing to show otherwise)."""
+    have = {m for vals in (results or {}).values() for m, v in vals.items() if _num(v) is not None}
+    wanted = [str(m) for m in (side.get("plot") or {}).get("metrics") or []]
+    return [m for m in wanted if m in have] or sorted(have)
+
+
 def build_table(side: dict, results: Optional[dict], source_note: str = "", shared: Optional[dict] = None) -> Table:
     """Assemble the rows of a side file with ``results`` ({point id: {metric: value}}; None = no sweep).
 
     ``shared`` ({metric: value}, from the side file's ``shared_sweep``) fills its columns in every
     row of ours. Rows carrying a ``dataset`` are listed by dataset (first appearance), ours first.
     """
-    cols = [str(c) for c in side["columns"]]
+    cols = [str(c) for c in side["columns"]] or figure_columns(side, results)
     metrics = [c for c in cols if c != ARANK]
     has_arank = ARANK in cols or side.get("arank") is True
     notes = [source_note] if source_note else []
