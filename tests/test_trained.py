@@ -144,6 +144,17 @@ def test_a_longer_run_continues_the_finished_one_for_real(fixture):
     assert any(not torch.equal(first["state_dict"][k], second["state_dict"][k]) for k in first["state_dict"])
 
 
+def test_no_cpu_schedule_depends_on_the_run_length():
+    """--resume-from's premise: a continued run follows the schedule of a longer run from scratch,
+    which holds while every cpu profile's schedule steps per epoch, whatever max_steps/max_epochs."""
+    from mfif.config import load_config
+
+    for paper, spec in PAPERS.items():
+        for st in spec.stages:
+            cfg = load_config(st.config, ["profile=cpu"])
+            assert cfg.optim.scheduler in ("none", "step"), (paper, st.config, cfg.optim.scheduler)  # cosine reads max_epochs
+
+
 def test_a_run_killed_half_way_resumes_from_last(tmp_path, monkeypatch):
     """No DONE but a last.ckpt: the same command again, with ckpt_path=last (the child is not started here)."""
     from ablations.sweeps import runner

@@ -21,9 +21,9 @@ set, the side file whose columns and printed rows are used):
    is an error (use another ``--out``). ``run.py fit`` tests the selected checkpoint and writes
    ``metrics.csv`` with the paper's columns: that is the ``cpu`` row. ``--resume-from DIR`` (a
    longer run at the cost of its extra steps) starts each stage from ``DIR/<paper>/<stage>``'s
-   finished ``last.ckpt`` instead of step 0, when that run's settings differ from this one's in
-   ``trainer.max_steps`` only: every profile's learning-rate schedule steps per epoch and never
-   reads ``max_steps``, so the continued run follows the schedule of one trained from scratch to
+   finished ``last.ckpt`` instead of step 0, when that run's settings differ from this one's in the
+   run length ``--budget`` scales only: every cpu profile's learning-rate schedule (``step`` or
+   ``none``) steps per epoch and does not depend on the run length, so the continued run follows the schedule of one trained from scratch to
    the larger budget (its data order after the resume may differ). A ``checkpoint.monitor`` run
    then selects its best among the continued steps' validation points (Lightning does not carry
    the best score into a new checkpoint folder).
