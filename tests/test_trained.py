@@ -144,6 +144,18 @@ def test_a_longer_run_continues_the_finished_one_for_real(fixture):
     assert any(not torch.equal(first["state_dict"][k], second["state_dict"][k]) for k in first["state_dict"])
 
 
+def test_a_continued_run_draws_one_curve_from_both_logs(tmp_path):
+    """The learning curve of a --resume-from run: the finished run's log (steps 0-9), then its own (10-19)."""
+    for name, rows in (("first", "0,9,0.5,\n0,9,,0.6\n"), ("second", "1,19,0.4,\n1,19,,0.65\n")):
+        (tmp_path / name / "csv").mkdir(parents=True)
+        (tmp_path / name / "csv" / "metrics.csv").write_text("epoch,step,train/loss,val/q_g\n" + rows)
+    merged = trained_report._merged([trained_report.read_curves(tmp_path / n / "csv" / "metrics.csv")
+                                     for n in ("first", "second")])
+    assert merged["val/q_g"] == ([9, 19], [0.6, 0.65]) and merged["train/loss"] == ([9, 19], [0.5, 0.4])
+    png = trained_report.draw_learning_curve({"run": [tmp_path / "first", tmp_path / "second"]}, "q_g", tmp_path / "c.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
 def test_no_cpu_schedule_depends_on_the_run_length():
     """--resume-from's premise: a continued run follows the schedule of a longer run from scratch,
     which holds while every cpu profile's schedule steps per epoch, whatever max_steps/max_epochs."""

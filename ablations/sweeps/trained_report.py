@@ -209,9 +209,23 @@ def read_curves(csv_path: Path) -> dict:
     return out
 
 
+def _merged(curves: list) -> dict:
+    """Several logs of one run (a finished run, then its continuation) as one ``{column: ([steps], [values])}``."""
+    out: dict = {}
+    for c in curves:
+        for k, (xs, ys) in c.items():
+            out.setdefault(k, ([], []))
+            out[k][0].extend(xs)
+            out[k][1].extend(ys)
+    return out
+
+
 def draw_learning_curve(stage_dirs: dict, main: str, png: Path) -> Optional[Path]:
     """One row per stage: train/val loss against step, and the validation metric (``val/<main>``,
-    else the first ``val/`` metric) against step. None when no stage logged anything."""
+    else the first ``val/`` metric) against step. None when no stage logged anything.
+
+    ``stage_dirs``: ``{stage: run folder}``, or ``{stage: [folders]}`` for a run continued from
+    another (``--resume-from``: the finished run's log, then the continuation's)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -219,7 +233,8 @@ def draw_learning_curve(stage_dirs: dict, main: str, png: Path) -> Optional[Path
 
     from mfif.io import atomic_write_bytes
 
-    logs = {name: read_curves(Path(d) / "csv" / "metrics.csv") for name, d in stage_dirs.items()}
+    logs = {name: _merged([read_curves(Path(d) / "csv" / "metrics.csv") for d in (ds if isinstance(ds, list) else [ds])])
+            for name, ds in stage_dirs.items()}
     logs = {k: v for k, v in logs.items() if v}
     if not logs:
         return None
@@ -249,7 +264,8 @@ def write_paper_outputs(rec: dict, folder: Path) -> None:
     """``trained.json``, ``learning_curve.png`` and ``trained.md`` of one paper, in ``folder``."""
     from mfif.io import atomic_write_bytes
 
-    draw_learning_curve({st["stage"]: folder / st["stage"] for st in rec["stages"]}, rec["main"], folder / CURVE)
+    draw_learning_curve({st["stage"]: [Path(d) for d in (st.get("continued_from"), folder / st["stage"]) if d]
+                         for st in rec["stages"]}, rec["main"], folder / CURVE)
     atomic_write_bytes(folder / "trained.json", (json.dumps(rec, indent=1, default=str) + "\n").encode())
     atomic_write_bytes(folder / "trained.md", (paper_markdown(rec, level=1) + "\n").encode())
 
