@@ -355,7 +355,8 @@ def build_report(out: Path, report: Path, longer: Sequence[Path] = ()) -> Path:
     head = ["paper", "table", "main", "cpu", "init", "average", "released", "printed", "beats both", "steps",
             "steps/s", "of paper's samples", "wall"]
     lines = ["# Trained here: every paper's model trained from scratch on this machine", "",
-             f"Generated {_dt.date.today().isoformat()} by `python ablations/trained.py --out OUT --report {_shown(report)}` "
+             f"Generated {_dt.date.today().isoformat()} by `python ablations/trained.py --out OUT --report {_shown(report)}"
+             f"{' --longer OUT2' if more else ''}` "
              "from the records the training command wrote; checkpoints are not committed, the command recreates "
              "them (`make trained DATA=... WEIGHTS=...`). In the commands below `DATA`, `WEIGHTS` and `OUT` stand "
              "for the folders given to `--data`, `--weights` and `--out`"

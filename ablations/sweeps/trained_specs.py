@@ -96,7 +96,7 @@ PAPERS: dict = {
                "yardsticks are scored on the same pairs, so they differ from their 20-pair parity values.",
                # measured 2026-12-07: --budget 2 --resume-from (the longer-run section below)
                "What a longer run gives: the same run continued to 2,000 steps (budget 2, 0.24 % of the paper's "
-               "samples; 36.9 min for the extra 1,000 steps) scores Q_G 0.6853 against 0.6846 at 1,000 (+0.1 %; "
+               "samples; 35.9 min for the extra 1,000 steps and the test, 36.9 min the whole command, 1.6 GB peak RSS) scores Q_G 0.6853 against 0.6846 at 1,000 (+0.1 %; "
                "Q_NMI 0.918 against 0.919). Validation Q_G has stayed within 0.686-0.690 from step 200 to 2,000 "
                "while the validation loss kept falling (0.077 at step 1,000, 0.065 at 2,000): at the paper's "
                "constant learning rate (2e-4, Sec. IV) more steps lower the unsupervised loss without raising "
