@@ -287,7 +287,7 @@ def test_report_collects_every_paper_with_its_figures(tmp_path):
     (out2 / "tiny" / "learning_curve.png").write_bytes(b"\x89PNG fake 2")
     text = trained_report.build_report(out, report, [out2]).read_text()
     part = text.split("tiny: a longer run (budget 2)")[1]
-    assert "--report ablations/trained.md --longer OUT2`" in text and "`OUT2`: `--out` of a longer run" in text
+    assert "--report trained.md --longer OUT2`" in text and "`OUT2`: `--out` of a longer run" in text
     assert "`python ablations/trained.py --paper tiny --budget 2 --resume-from OUT --data DATA --weights WEIGHTS --out OUT2`" in part
     assert "| cpu, budget 1 (10 steps) | 0.6000 |" in part and "| **cpu, budget 2 (20 steps)** | 0.6200 |" in part
     assert "On `q_g`: 0.6000 -> 0.6200 (+3.33%); against the printed row +20.00% at budget 1, +24.00% at budget 2." in part
