@@ -227,10 +227,11 @@ def run_paper(paper: str, checked: tuple, args, out: Path, root: Path, say: Call
     data, weights = Path(args.data), Path(args.weights)
     python, program = sys.executable, str(Path(args.program) if args.program else RUN_PY)
     t0, ckpts, stages = time.monotonic(), {}, []
+    resume = Path(args.resume_from).resolve() if getattr(args, "resume_from", None) else None
     for st in spec.stages:
         over = stage_overrides(st, args.profile, data, ckpts) + budgets[st.name]
         argv = [python, program, "--config", st.config, *over, f"run_dir={out / paper / st.name}"]
-        rec = train_stage(paper, st, argv, out, say, Path(args.resume_from) if getattr(args, "resume_from", None) else None)
+        rec = train_stage(paper, st, argv, out, say, resume)
         cfg = load_config(st.config, over)
         ckpts[st.name] = selected_checkpoint(out / paper / st.name)
         batch = int(cfg.data.batch_size) * int(cfg.trainer.accumulate_grad_batches)
@@ -268,7 +269,7 @@ def run_paper(paper: str, checked: tuple, args, out: Path, root: Path, say: Call
            "notes": notes, "citation": str(side.get("citation") or "").strip(),
            # the folders the commands name; the report prints them as DATA/WEIGHTS/OUT
            "data": str(data.resolve()), "weights": str(weights.resolve()), "out": str(out.resolve()),
-           **({"resumed_from": str(Path(args.resume_from).resolve())} if getattr(args, "resume_from", None) else {}),
+           **({"resumed_from": str(resume)} if resume else {}),
            "seconds_total": round(time.monotonic() - t0, 1), "cells": cells}
     old = out / paper / "trained.json"
     if old.is_file():  # studies of earlier calls stay in the record

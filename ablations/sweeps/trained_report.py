@@ -224,8 +224,8 @@ def draw_learning_curve(stage_dirs: dict, main: str, png: Path) -> Optional[Path
     """One row per stage: train/val loss against step, and the validation metric (``val/<main>``,
     else the first ``val/`` metric) against step. None when no stage logged anything.
 
-    ``stage_dirs``: ``{stage: run folder}``, or ``{stage: [folders]}`` for a run continued from
-    another (``--resume-from``: the finished run's log, then the continuation's)."""
+    ``stage_dirs``: ``{stage: [run folders]}``, one folder, or two for a run continued from another
+    (``--resume-from``: the finished run's log, then the continuation's)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -233,8 +233,7 @@ def draw_learning_curve(stage_dirs: dict, main: str, png: Path) -> Optional[Path
 
     from mfif.io import atomic_write_bytes
 
-    logs = {name: _merged([read_curves(Path(d) / "csv" / "metrics.csv") for d in (ds if isinstance(ds, list) else [ds])])
-            for name, ds in stage_dirs.items()}
+    logs = {name: _merged([read_curves(Path(d) / "csv" / "metrics.csv") for d in ds]) for name, ds in stage_dirs.items()}
     logs = {k: v for k, v in logs.items() if v}
     if not logs:
         return None
